@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod datagram;
+mod drivers;
+mod error;
+mod framer;
+mod protocol;
+mod session;
+mod transform;
+
+pub mod blocking;
+
+#[cfg(feature = "async")]
+pub mod asynch;
+
+#[cfg(test)]
+mod testio;
+
+pub use datagram::{DatagramError, transform_datagram};
+pub use error::{RequestError, ServeError};
+pub use framer::{Feed, Frame, LineFramer};
+pub use protocol::{ERROR_PREFIX, Framing, ServerError};
+pub use session::{Session, Summary};
+pub use transform::{ByteMap, MAX_CARRY, MAX_CHAR_EXPANSION, Progress, Transform, Uppercase};

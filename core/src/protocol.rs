@@ -1,0 +1,95 @@
+//! Wire constants of `PROTOCOL.md`: framing modes and the server's error replies.
+
+/// How a TCP byte stream is cut into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Framing {
+    /// Lines end at `\n`; each reply is `transform(line) + "\n"`. The default.
+    #[default]
+    Lines,
+    /// No framing: each chunk that arrives is transformed and written back at once.
+    Raw,
+}
+
+/// Every error reply starts with these bytes. Error replies are lowercase ASCII, and a line
+/// with a lowercase ASCII letter can never be the output of the uppercase transform, so an
+/// error reply cannot be mistaken for a transformed line.
+pub const ERROR_PREFIX: &[u8] = b"error: ";
+
+/// The error replies a server sends, each one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ServerError {
+    /// `error: line too long`: a line was over the limit. Sent once in its place; the
+    /// connection goes on with the next line.
+    LineTooLong,
+    /// `error: too many connections`: the server is at its connection cap. The connection
+    /// is then closed.
+    TooManyConnections,
+    /// `error: shutting down`: sent in place of a partial line that was still buffered when
+    /// the server began a graceful shutdown. The connection is then closed.
+    ShuttingDown,
+    /// Any other line that starts with [`ERROR_PREFIX`], for forward compatibility.
+    Other,
+}
+
+impl ServerError {
+    /// The complete reply line, `\n` included.
+    pub const fn reply(self) -> &'static [u8] {
+        match self {
+            Self::LineTooLong => b"error: line too long\n",
+            Self::TooManyConnections => b"error: too many connections\n",
+            Self::ShuttingDown => b"error: shutting down\n",
+            Self::Other => b"error: other\n",
+        }
+    }
+
+    /// Recognises an error reply line (without its `\n`). `None` for a normal reply.
+    pub fn parse(line: &[u8]) -> Option<Self> {
+        if !line.starts_with(ERROR_PREFIX) {
+            return None;
+        }
+        [
+            Self::LineTooLong,
+            Self::TooManyConnections,
+            Self::ShuttingDown,
+        ]
+        .into_iter()
+        .find(|e| e.reply().strip_suffix(b"\n") == Some(line))
+        .or(Some(Self::Other))
+    }
+}
+
+impl core::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::LineTooLong => "line too long",
+            Self::TooManyConnections => "too many connections",
+            Self::ShuttingDown => "shutting down",
+            Self::Other => "server error",
+        })
+    }
+}
+
+impl core::error::Error for ServerError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse_back_and_cannot_be_uppercase_output() {
+        for e in [
+            ServerError::LineTooLong,
+            ServerError::TooManyConnections,
+            ServerError::ShuttingDown,
+        ] {
+            let line = e.reply().strip_suffix(b"\n").unwrap();
+            assert_eq!(ServerError::parse(line), Some(e));
+            assert!(line.iter().any(u8::is_ascii_lowercase));
+            assert!(!line.contains(&b'\n'));
+        }
+        assert_eq!(ServerError::parse(b"error: new"), Some(ServerError::Other));
+        assert_eq!(ServerError::parse(b"ERROR: LINE TOO LONG"), None);
+    }
+}

@@ -1,0 +1,539 @@
+//! The reply function: the [`Transform`] trait and the built-in streaming [`Uppercase`].
+//!
+//! Pure code: bytes in, bytes out, no IO, no allocation, no recursion.
+
+/// How far one [`Transform::process`] call got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Progress {
+    /// Input bytes consumed: they are now either written out or held by the transform.
+    pub read: usize,
+    /// Output bytes written, at the start of the output buffer.
+    pub written: usize,
+}
+
+/// A streaming reply function: the lecture's "secret" `prepareReply`, made incremental.
+///
+/// A transform sees one *message* as a sequence of [`process`](Transform::process) calls and then
+/// [`finish`](Transform::finish) calls until it reports that it holds nothing more. In `lines`
+/// framing a message is one line (without its `\n`); in `raw` framing it is the whole stream; for
+/// a datagram it is the datagram.
+///
+/// # Contract
+///
+/// - `process` must make progress whenever `input` and `output` are both non-empty: it reads at
+///   least one byte or writes at least one byte. Callers in this crate stop feeding a transform
+///   that breaks this rule rather than loop forever, and drop the rest of that message.
+/// - `finish` writes what the transform still holds and returns the number of bytes written. It
+///   returns `0` only when nothing is left; the transform is then ready for the next message.
+/// - Both must work with an output buffer of one byte.
+/// - Returned counts larger than the buffers are clamped by callers, so a buggy transform cannot
+///   make them panic.
+pub trait Transform {
+    /// Transforms a prefix of `input` into a prefix of `output`.
+    fn process(&mut self, input: &[u8], output: &mut [u8]) -> Progress;
+
+    /// Flushes what the transform holds at the end of a message. Returns bytes written; `0` means
+    /// the transform is empty and reset.
+    fn finish(&mut self, output: &mut [u8]) -> usize;
+}
+
+impl<T: Transform + ?Sized> Transform for &mut T {
+    fn process(&mut self, input: &[u8], output: &mut [u8]) -> Progress {
+        (**self).process(input, output)
+    }
+    fn finish(&mut self, output: &mut [u8]) -> usize {
+        (**self).finish(output)
+    }
+}
+
+/// A byte-for-byte transform built from a function, for reply functions that map each byte on
+/// its own (ROT13, `to_ascii_lowercase`, a substitution table). It holds no state between calls.
+#[derive(Debug, Clone, Copy)]
+pub struct ByteMap<F>(pub F);
+
+impl<F: FnMut(u8) -> u8> Transform for ByteMap<F> {
+    fn process(&mut self, input: &[u8], output: &mut [u8]) -> Progress {
+        let n = input.len().min(output.len());
+        for (o, &i) in output[..n].iter_mut().zip(&input[..n]) {
+            *o = (self.0)(i);
+        }
+        Progress {
+            read: n,
+            written: n,
+        }
+    }
+    fn finish(&mut self, _output: &mut [u8]) -> usize {
+        0
+    }
+}
+
+/// Upper bound on the bytes one input character can become: `'ΐ'` (2 bytes) becomes `"Ϊ́"`
+/// (6 bytes). Checked against every `char` by a unit test.
+pub const MAX_CHAR_EXPANSION: usize = 6;
+
+/// The longest an incomplete UTF-8 sequence can be: the carry held between two reads.
+pub const MAX_CARRY: usize = 3;
+
+/// The built-in streaming uppercase transform, as `PROTOCOL.md` defines it.
+///
+/// - Valid UTF-8 is uppercased with `char::to_uppercase` (full, unconditional Unicode case
+///   mapping, no locale) when the `unicode` feature is on, and only ASCII `a..=z` otherwise.
+/// - Bytes that are not valid UTF-8 are copied verbatim. Nothing is added or dropped.
+/// - The output never depends on how the input was split: a character split across calls is
+///   carried (at most [`MAX_CARRY`] bytes) until it completes, and an incomplete sequence is
+///   written verbatim by [`finish`](Transform::finish).
+///
+/// # Memory
+///
+/// The state is 12 bytes: the carry, and up to [`MAX_CHAR_EXPANSION`] output bytes of one
+/// character that did not fit in the caller's output buffer. It works with a 1-byte output.
+///
+/// # Panics
+///
+/// Never. Every index is bounded by a length checked in the same expression, which the
+/// property tests and fuzz targets exercise with arbitrary input and buffer sizes.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Uppercase {
+    /// Bytes of an incomplete UTF-8 sequence (`carry_len` of them, at most 3).
+    carry: [u8; MAX_CARRY],
+    carry_len: u8,
+    /// Output not yet delivered: `pending[pending_pos..pending_len]`.
+    pending: [u8; MAX_CHAR_EXPANSION],
+    pending_pos: u8,
+    pending_len: u8,
+}
+
+impl Uppercase {
+    /// A transform with nothing carried.
+    pub const fn new() -> Self {
+        Self {
+            carry: [0; MAX_CARRY],
+            carry_len: 0,
+            pending: [0; MAX_CHAR_EXPANSION],
+            pending_pos: 0,
+            pending_len: 0,
+        }
+    }
+
+    /// Copies held output into `out`; returns bytes written.
+    fn drain_pending(&mut self, out: &mut [u8]) -> usize {
+        let held = &self.pending[usize::from(self.pending_pos)..usize::from(self.pending_len)];
+        let n = held.len().min(out.len());
+        out[..n].copy_from_slice(&held[..n]);
+        // n <= 6, so the cast cannot truncate.
+        self.pending_pos += n as u8;
+        if self.pending_pos == self.pending_len {
+            self.pending_pos = 0;
+            self.pending_len = 0;
+        }
+        n
+    }
+
+    /// Writes `bytes` (at most [`MAX_CHAR_EXPANSION`]) to `out`, holding what does not fit.
+    /// Only called when nothing is pending.
+    fn emit(&mut self, bytes: &[u8], out: &mut [u8]) -> usize {
+        if bytes.len() <= out.len() {
+            out[..bytes.len()].copy_from_slice(bytes);
+            return bytes.len();
+        }
+        let n = bytes.len().min(MAX_CHAR_EXPANSION);
+        self.pending[..n].copy_from_slice(&bytes[..n]);
+        self.pending_pos = 0;
+        self.pending_len = n as u8;
+        self.drain_pending(out)
+    }
+
+    /// Writes the uppercase of `c` (whose UTF-8 form is `raw`).
+    fn emit_char(&mut self, c: char, raw: &[u8], out: &mut [u8]) -> usize {
+        if is_caseless(c) {
+            return self.emit(raw, out);
+        }
+        let mut buf = [0u8; MAX_CHAR_EXPANSION];
+        let mut len = 0;
+        for u in upper(c) {
+            let w = u.len_utf8();
+            if len + w > buf.len() {
+                break; // cannot happen: checked for every char by a unit test
+            }
+            u.encode_utf8(&mut buf[len..len + w]);
+            len += w;
+        }
+        self.emit(&buf[..len], out)
+    }
+
+    /// Tries to complete the carried sequence with bytes from `input`. Returns progress.
+    fn resume_carry(&mut self, input: &[u8], out: &mut [u8]) -> Progress {
+        let held = usize::from(self.carry_len);
+        let need = utf8::width(self.carry[0]);
+        let mut seq = [0u8; 4];
+        seq[..held].copy_from_slice(&self.carry[..held]);
+        let mut have = held;
+        let mut read = 0;
+        while have < need {
+            let Some(&b) = input.get(read) else {
+                // Still incomplete: keep carrying what we read.
+                self.carry[held..have].copy_from_slice(&seq[held..have]);
+                self.carry_len = have as u8;
+                return Progress { read, written: 0 };
+            };
+            if !utf8::continues(&seq[..have], b) {
+                // Broken sequence: the held bytes are invalid and go out verbatim; `b` is not
+                // consumed and starts afresh on the next step.
+                self.carry_len = 0;
+                let written = self.emit(&seq[..have], out);
+                return Progress { read, written };
+            }
+            seq[have] = b;
+            have += 1;
+            read += 1;
+        }
+        self.carry_len = 0;
+        let written = match utf8::decode(&seq[..need]) {
+            Some(c) => self.emit_char(c, &seq[..need], out),
+            None => self.emit(&seq[..need], out),
+        };
+        Progress { read, written }
+    }
+}
+
+/// Calls `char::to_uppercase`, or the ASCII mapping without the `unicode` feature.
+#[cfg(feature = "unicode")]
+fn upper(c: char) -> core::char::ToUppercase {
+    c.to_uppercase()
+}
+#[cfg(not(feature = "unicode"))]
+fn upper(c: char) -> core::iter::Once<char> {
+    core::iter::once(c.to_ascii_uppercase())
+}
+
+/// Large blocks with no case mapping (CJK, kana, Hangul, Yi): copied without a table look-up.
+/// A unit test checks every code point in them.
+fn is_caseless(c: char) -> bool {
+    matches!(c as u32, 0x2D2E..=0xA63F | 0xABC0..=0xFAFF) || !cfg!(feature = "unicode")
+}
+
+impl Transform for Uppercase {
+    fn process(&mut self, input: &[u8], output: &mut [u8]) -> Progress {
+        let mut written = self.drain_pending(output);
+        let mut read = 0;
+        if self.pending_len != 0 {
+            return Progress { read, written };
+        }
+        if self.carry_len != 0 {
+            let p = self.resume_carry(input, &mut output[written..]);
+            read += p.read;
+            written += p.written;
+            if self.carry_len != 0 || self.pending_len != 0 {
+                return Progress { read, written };
+            }
+        }
+        while read < input.len() && written < output.len() {
+            let rest = &input[read..];
+            let out = &mut output[written..];
+            // ASCII fast path: a run of ASCII bytes, as long as both sides allow.
+            let n = ascii_prefix(rest, out.len());
+            if n > 0 {
+                for (o, &i) in out[..n].iter_mut().zip(&rest[..n]) {
+                    *o = i.to_ascii_uppercase();
+                }
+                read += n;
+                written += n;
+                continue;
+            }
+            if !cfg!(feature = "unicode") {
+                // ASCII-only build: non-ASCII bytes are data, copied as they are.
+                out[0] = rest[0];
+                read += 1;
+                written += 1;
+                continue;
+            }
+            match utf8::next(rest) {
+                utf8::Step::Char(c, len) => {
+                    written += self.emit_char(c, &rest[..len], out);
+                    read += len;
+                }
+                utf8::Step::Invalid(len) => {
+                    written += self.emit(&rest[..len], out);
+                    read += len;
+                }
+                utf8::Step::Incomplete => {
+                    // A valid prefix at the end of the input: at most 3 bytes, carried.
+                    let len = rest.len().min(MAX_CARRY);
+                    self.carry[..len].copy_from_slice(&rest[..len]);
+                    self.carry_len = len as u8;
+                    read += len;
+                }
+            }
+            if self.pending_len != 0 {
+                break;
+            }
+        }
+        Progress { read, written }
+    }
+
+    fn finish(&mut self, output: &mut [u8]) -> usize {
+        let mut written = self.drain_pending(output);
+        if self.pending_len == 0 && self.carry_len != 0 {
+            let held = usize::from(self.carry_len);
+            self.carry_len = 0;
+            let carry = self.carry;
+            written += self.emit(&carry[..held], &mut output[written..]);
+        }
+        written
+    }
+}
+
+/// Length of the leading ASCII run of `s`, capped at `max`.
+#[inline]
+fn ascii_prefix(s: &[u8], max: usize) -> usize {
+    let s = &s[..s.len().min(max)];
+    // Word-at-a-time scan: eight bytes per step while none has the high bit set.
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if u64::from_ne_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < s.len() && s[i].is_ascii() {
+        i += 1;
+    }
+    i
+}
+
+/// A minimal UTF-8 decoder that follows the maximal-subpart rule of `core::str::Utf8Chunks`:
+/// bytes are valid only as part of a complete, well-formed sequence.
+mod utf8 {
+    /// The result of decoding at the start of a non-empty slice that starts with a non-ASCII byte.
+    pub(super) enum Step {
+        /// A valid character and its encoded length.
+        Char(char, usize),
+        /// This many bytes can never start a valid character: copy them verbatim.
+        Invalid(usize),
+        /// The slice ends inside a sequence that is valid so far.
+        Incomplete,
+    }
+
+    /// Sequence length announced by a lead byte; 1 for bytes that cannot lead a sequence.
+    pub(super) fn width(lead: u8) -> usize {
+        match lead {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 1,
+        }
+    }
+
+    /// Whether `b` may follow the (valid, incomplete) prefix `seq`.
+    pub(super) fn continues(seq: &[u8], b: u8) -> bool {
+        let range = match (seq.len(), seq.first()) {
+            (1, Some(0xE0)) => 0xA0..=0xBF,
+            (1, Some(0xED)) => 0x80..=0x9F,
+            (1, Some(0xF0)) => 0x90..=0xBF,
+            (1, Some(0xF4)) => 0x80..=0x8F,
+            _ => 0x80..=0xBF,
+        };
+        range.contains(&b)
+    }
+
+    /// Decodes a complete, validated sequence.
+    pub(super) fn decode(seq: &[u8]) -> Option<char> {
+        core::str::from_utf8(seq).ok()?.chars().next()
+    }
+
+    pub(super) fn next(s: &[u8]) -> Step {
+        let Some(&lead) = s.first() else {
+            return Step::Incomplete;
+        };
+        let need = width(lead);
+        if need == 1 {
+            return Step::Invalid(1);
+        }
+        let mut have = 1;
+        while have < need {
+            match s.get(have) {
+                None => return Step::Incomplete,
+                Some(&b) if continues(&s[..have], b) => have += 1,
+                Some(_) => return Step::Invalid(have),
+            }
+        }
+        match decode(&s[..need]) {
+            Some(c) => Step::Char(c, need),
+            None => Step::Invalid(need),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// Runs `t` over `input` cut at `cuts`, with output buffers of `out_size` bytes.
+    pub(crate) fn run_chunked<T: Transform>(
+        t: &mut T,
+        input: &[u8],
+        cuts: &[usize],
+        out_size: usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = std::vec![0u8; out_size];
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(0);
+        bounds.push(input.len());
+        bounds.sort_unstable();
+        for w in bounds.windows(2) {
+            let mut chunk = &input[w[0]..w[1]];
+            let mut stalls = 0;
+            while !chunk.is_empty() {
+                let p = t.process(chunk, &mut buf);
+                out.extend_from_slice(&buf[..p.written]);
+                chunk = &chunk[p.read..];
+                stalls = if p.read == 0 && p.written == 0 {
+                    stalls + 1
+                } else {
+                    0
+                };
+                assert!(stalls < 2, "no progress");
+            }
+        }
+        loop {
+            let n = t.finish(&mut buf);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// The reference model: valid runs uppercased by `str::to_uppercase`, invalid bytes copied.
+    pub(crate) fn oracle(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in input.utf8_chunks() {
+            if cfg!(feature = "unicode") {
+                out.extend_from_slice(chunk.valid().to_uppercase().as_bytes());
+            } else {
+                out.extend_from_slice(chunk.valid().to_ascii_uppercase().as_bytes());
+            }
+            out.extend_from_slice(chunk.invalid());
+        }
+        out
+    }
+
+    #[test]
+    #[cfg(feature = "unicode")]
+    fn lecture_examples() {
+        for (input, expect) in [
+            ("straße", "STRASSE"),
+            ("ΐ", "\u{399}\u{308}\u{301}"),
+            ("ﬁ", "FI"),
+            ("hello, world\r", "HELLO, WORLD\r"),
+        ] {
+            let got = run_chunked(&mut Uppercase::new(), input.as_bytes(), &[], 64);
+            assert_eq!(got, expect.as_bytes(), "{input:?}");
+            assert_eq!(got, input.to_uppercase().as_bytes());
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "unicode")]
+    fn expansion_and_caseless_tables_hold_for_every_char() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let s: String = c.to_uppercase().collect();
+            assert!(s.len() <= MAX_CHAR_EXPANSION, "{c:?}");
+            if is_caseless(c) {
+                assert_eq!(s, String::from(c), "{c:?} is in a caseless block");
+            }
+        }
+    }
+
+    #[test]
+    fn carry_of_split_char_survives_one_byte_reads() {
+        let input = "aé€😀z".as_bytes();
+        let one_at_a_time: Vec<usize> = (0..input.len()).collect();
+        let got = run_chunked(&mut Uppercase::new(), input, &one_at_a_time, 1);
+        assert_eq!(got, oracle(input));
+    }
+
+    #[test]
+    fn incomplete_sequence_at_end_is_flushed_verbatim() {
+        for tail in [&[0xE2u8][..], &[0xE2, 0x82], &[0xF0, 0x9F, 0x98]] {
+            let mut input = b"ab".to_vec();
+            input.extend_from_slice(tail);
+            let got = run_chunked(&mut Uppercase::new(), &input, &[3], 2);
+            let mut expect = b"AB".to_vec();
+            expect.extend_from_slice(tail);
+            assert_eq!(got, expect);
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_are_verbatim() {
+        let cases: [&[u8]; 6] = [
+            b"\xff\xfeabc",
+            b"\xc0\xafx",
+            b"\xed\xa0\x80y", // surrogate
+            b"\xe0\x80z",     // overlong
+            b"\xf4\x90\x80\x80",
+            b"a\xe2\x82b\xe2\x82\xac",
+        ];
+        for input in cases {
+            for size in 1..8 {
+                let got = run_chunked(&mut Uppercase::new(), input, &[1, 2, 3], size);
+                assert_eq!(got, oracle(input), "{input:?} out={size}");
+            }
+        }
+    }
+
+    #[test]
+    fn byte_map_maps_each_byte() {
+        let mut rot13 = ByteMap(|b: u8| match b {
+            b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
+            _ => b,
+        });
+        assert_eq!(run_chunked(&mut rot13, b"uryyb!", &[2], 3), b"hello!");
+    }
+
+    proptest! {
+        #[test]
+        fn valid_utf8_any_split_equals_to_uppercase(
+            s in "\\PC{0,64}",
+            cuts in proptest::collection::vec(0usize..1000, 0..8),
+            out_size in 1usize..16,
+        ) {
+            let got = run_chunked(&mut Uppercase::new(), s.as_bytes(), &cuts, out_size);
+            let expect = if cfg!(feature = "unicode") { s.to_uppercase() } else { s.to_ascii_uppercase() };
+            prop_assert_eq!(got, expect.into_bytes());
+        }
+
+        #[test]
+        fn any_bytes_any_split_equals_one_shot_and_oracle(
+            input in proptest::collection::vec(any::<u8>(), 0..96),
+            cuts in proptest::collection::vec(0usize..1000, 0..8),
+            out_size in 1usize..16,
+        ) {
+            let one_shot = run_chunked(&mut Uppercase::new(), &input, &[], 1024);
+            let chunked = run_chunked(&mut Uppercase::new(), &input, &cuts, out_size);
+            prop_assert_eq!(&chunked, &one_shot);
+            prop_assert_eq!(one_shot, oracle(&input));
+        }
+
+        #[test]
+        fn mixed_valid_and_invalid_utf8(
+            parts in proptest::collection::vec(
+                prop_oneof!["\\PC{0,8}".prop_map(String::into_bytes),
+                            proptest::collection::vec(0x80u8..=0xff, 1..4)], 0..10),
+            cuts in proptest::collection::vec(0usize..1000, 0..8),
+        ) {
+            let input: Vec<u8> = parts.concat();
+            prop_assert_eq!(run_chunked(&mut Uppercase::new(), &input, &cuts, 3), oracle(&input));
+        }
+    }
+}
