@@ -1,0 +1,166 @@
+//! Address resolution and socket setup through `socket2`. No `socket2` type leaves this module.
+
+use crate::config::ServerConfig;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+
+/// Why [`Server::bind`](crate::Server::bind) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The address could not be parsed or its host name could not be resolved.
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
+    /// A socket could not be created, configured, bound or put in listening mode.
+    Socket {
+        /// The resolved address.
+        addr: SocketAddr,
+        /// What the system said (for example "address already in use").
+        source: io::Error,
+    },
+    /// The configuration cannot work; the text says why.
+    Config(&'static str),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Resolve { addr, source } => write!(f, "cannot resolve {addr:?}: {source}"),
+            Self::Socket { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+            Self::Config(why) => write!(f, "invalid configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Resolve { source, .. } | Self::Socket { source, .. } => Some(source),
+            Self::Config(_) => None,
+        }
+    }
+}
+
+/// Resolves `host:port`; an empty host means all IPv4 interfaces (`0.0.0.0`), as in the lecture.
+/// Duplicate results are bound once.
+pub(crate) fn resolve(spec: &str) -> Result<Vec<SocketAddr>, BindError> {
+    let full = if spec.starts_with(':') {
+        format!("0.0.0.0{spec}")
+    } else {
+        spec.to_owned()
+    };
+    let err = |source| BindError::Resolve {
+        addr: spec.to_owned(),
+        source,
+    };
+    let mut addrs: Vec<SocketAddr> = full.to_socket_addrs().map_err(err)?.collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(err(io::Error::new(io::ErrorKind::NotFound, "no address")));
+    }
+    Ok(addrs)
+}
+
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol, cfg: &ServerConfig) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    socket.set_reuse_address(cfg.reuse_address)?;
+    if cfg.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if let (Some(only), SocketAddr::V6(_)) = (cfg.only_v6, addr) {
+        socket.set_only_v6(only)?;
+    }
+    if let Some(size) = cfg.recv_buffer_size {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = cfg.send_buffer_size {
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A listening TCP socket with the configured options and backlog.
+pub(crate) fn tcp_listener(addr: SocketAddr, cfg: &ServerConfig) -> Result<TcpListener, BindError> {
+    let make = || {
+        let s = socket(addr, Type::STREAM, Protocol::TCP, cfg)?;
+        s.listen(i32::try_from(cfg.backlog).unwrap_or(i32::MAX))?;
+        Ok(s.into())
+    };
+    make().map_err(|source| BindError::Socket { addr, source })
+}
+
+/// A bound UDP socket with the configured options.
+pub(crate) fn udp_socket(addr: SocketAddr, cfg: &ServerConfig) -> Result<UdpSocket, BindError> {
+    socket(addr, Type::DGRAM, Protocol::UDP, cfg)
+        .map(Into::into)
+        .map_err(|source| BindError::Socket { addr, source })
+}
+
+/// Per-connection options: `TCP_NODELAY`, keepalive, and the idle and write timeouts.
+pub(crate) fn configure_stream(stream: &TcpStream, cfg: &ServerConfig) -> io::Result<()> {
+    stream.set_nodelay(cfg.nodelay)?;
+    stream.set_read_timeout(cfg.idle_timeout)?;
+    stream.set_write_timeout(cfg.write_timeout)?;
+    if let Some(k) = cfg.keepalive {
+        let params = TcpKeepalive::new()
+            .with_time(k.time)
+            .with_interval(k.interval)
+            .with_retries(k.retries);
+        SockRef::from(stream).set_tcp_keepalive(&params)?;
+    }
+    Ok(())
+}
+
+/// Whether an accept failed because the process or system ran out of file descriptors.
+pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE is 24 and ENFILE 23 on Linux and the BSDs.
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// Logs a warning when the kernel will clamp `backlog` to `net.core.somaxconn`.
+pub(crate) fn warn_if_backlog_clamped(backlog: u32) {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else {
+        return;
+    };
+    if let Ok(max) = text.trim().parse::<u32>()
+        && backlog > max
+    {
+        tracing::warn!(
+            backlog,
+            somaxconn = max,
+            "the kernel clamps the listen backlog to net.core.somaxconn"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_host_means_all_ipv4_interfaces() {
+        assert_eq!(resolve(":65432").unwrap(), vec!["0.0.0.0:65432".parse().unwrap()]);
+    }
+
+    #[test]
+    fn names_and_literals_resolve() {
+        assert_eq!(resolve("[::1]:0").unwrap(), vec!["[::1]:0".parse().unwrap()]);
+        assert!(resolve("localhost:1").unwrap().iter().all(|a| a.ip().is_loopback()));
+        assert!(matches!(resolve("no port"), Err(BindError::Resolve { .. })));
+    }
+
+    #[test]
+    fn bind_errors_name_the_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let cfg = ServerConfig { reuse_address: false, ..ServerConfig::default() };
+        let err = tcp_listener(addr, &cfg).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("cannot bind {addr}:")), "{err}");
+    }
+}

@@ -1,0 +1,180 @@
+//! A real `upcase serve` process on loopback, for end-to-end tests.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Upper bound on anything a test waits for.
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
+
+/// A running server. Killed by PID on drop; its stderr is printed when a test fails.
+pub(crate) struct ServerProc {
+    child: Child,
+    pub(crate) tcp: Vec<SocketAddr>,
+    pub(crate) udp: Vec<SocketAddr>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl ServerProc {
+    /// Starts `upcase serve ARGS` and waits (bounded) for its `listening` lines.
+    pub(crate) fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_upcase"))
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start upcase serve");
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // One `listening` line per address flag (tests pass IP literals), or the default one.
+        let count = |flag: &str, off: &str| match args.iter().filter(|a| **a == flag).count() {
+            _ if args.contains(&off) => 0,
+            0 => 1,
+            n => n,
+        };
+        let (want_tcp, want_udp) = (count("--tcp", "--no-tcp"), count("--udp", "--no-udp"));
+        let mut me = Self {
+            child,
+            tcp: vec![],
+            udp: vec![],
+            stderr: Some(stderr),
+        };
+        let deadline = Instant::now() + LIMIT;
+        while me.tcp.len() < want_tcp || me.udp.len() < want_udp {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(Ok(line)) => line,
+                other => panic!("server not ready: {other:?}\n{}", me.logs()),
+            };
+            let mut words = line.split(' ');
+            assert_eq!(
+                words.next(),
+                Some("listening"),
+                "unexpected stdout line {line:?}"
+            );
+            let kind = words.next().unwrap();
+            let addr: SocketAddr = words.next().unwrap().parse().unwrap();
+            match kind {
+                "tcp" => me.tcp.push(addr),
+                "udp" => me.udp.push(addr),
+                _ => panic!("unexpected stdout line {line:?}"),
+            }
+        }
+        me
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.wait()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub(crate) fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's stderr so far (complete once it has exited).
+    pub(crate) fn logs(&mut self) -> String {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.logs());
+        }
+    }
+}
+
+/// A deterministic stream of mixed-script lines (xorshift; no dependency).
+pub(crate) struct Lines(u64);
+
+const PIECES: &[&str] = &[
+    "hello",
+    "straße",
+    "ΐ",
+    "ﬁ",
+    "héllo wörld",
+    "日本語",
+    "ǆ",
+    "ŉ",
+    "Σίσυφος",
+    "😀",
+    "\u{0}\u{7}",
+    "\r",
+    "abc",
+    " ",
+    "ﬃ",
+    "İ",
+    "ß",
+];
+
+impl Lines {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A line of 0 to `max_pieces` pieces, never containing `\n`.
+    pub(crate) fn line(&mut self, max_pieces: u64) -> String {
+        let n = self.next_u64() % (max_pieces + 1);
+        (0..n)
+            .map(|_| PIECES[(self.next_u64() % PIECES.len() as u64) as usize])
+            .collect()
+    }
+}

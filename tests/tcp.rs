@@ -1,0 +1,230 @@
+//! End-to-end TCP tests against a real `upcase serve` process on loopback.
+
+mod common;
+
+use common::{LIMIT, Lines, ServerProc};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use upcase_std::{ClientError, RequestError, ServerError, TcpClient};
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Sends `input`, half-closes, and returns everything the server sent until it closed.
+fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(input).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn ipv4_and_ipv6_unicode_lines() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--tcp", "[::1]:0", "--no-udp"]);
+    assert_eq!(server.tcp.len(), 2);
+    assert!(server.tcp.iter().any(SocketAddr::is_ipv6));
+    for (i, &addr) in server.tcp.iter().enumerate() {
+        let mut c = TcpClient::connect(addr, LIMIT).unwrap();
+        let mut lines_gen = Lines::new(i as u64 + 7);
+        for _ in 0..200 {
+            let line = lines_gen.line(6);
+            let reply = c.request(line.as_bytes()).unwrap();
+            assert_eq!(reply, line.to_uppercase().as_bytes(), "{addr} {line:?}");
+        }
+    }
+}
+
+#[test]
+fn sixty_four_concurrent_clients_verify_every_reply() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp"]);
+    let addr = server.tcp[0];
+    std::thread::scope(|s| {
+        for seed in 0..64u64 {
+            s.spawn(move || {
+                let mut c = TcpClient::connect(addr, LIMIT).unwrap();
+                let mut lines_gen = Lines::new(seed * 31 + 1);
+                let lines: Vec<String> = (0..100).map(|_| lines_gen.line(8)).collect();
+                // Pipelined: all lines out, then all replies back, in order.
+                let (mut tx, mut rx) = c.split();
+                for l in &lines {
+                    tx.send_line(l.as_bytes()).unwrap();
+                }
+                tx.finish().unwrap();
+                for l in &lines {
+                    assert_eq!(rx.recv_line().unwrap(), l.to_uppercase().as_bytes());
+                }
+                assert!(matches!(
+                    rx.recv_line(),
+                    Err(ClientError::Request(RequestError::UnexpectedEof))
+                ));
+            });
+        }
+    });
+}
+
+#[test]
+fn crlf_half_close_and_partial_line_at_eof() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp"]);
+    let out = exchange(server.tcp[0], "one\r\ntwo\n\nstraße".as_bytes());
+    assert_eq!(out, "ONE\r\nTWO\n\nSTRASSE".as_bytes());
+}
+
+#[test]
+fn overlong_line_then_good_line_on_the_same_connection() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-line", "16"]);
+    let mut input = vec![b'x'; 100_000];
+    input.extend_from_slice(b"\nexactly sixteen!\nok\n");
+    let out = exchange(server.tcp[0], &input);
+    let mut expect = ServerError::LineTooLong.reply().to_vec();
+    expect.extend_from_slice(b"EXACTLY SIXTEEN!\nOK\n");
+    assert_eq!(out, expect);
+}
+
+#[test]
+fn raw_framing_serves_the_lecture_python_client() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--framing", "raw"]);
+    let addr = server.tcp[0];
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/lecture_client.py"
+        ))
+        .args([
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            "Hello, world".into(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "Received 'HELLO, WORLD'\n"
+    );
+    // Raw framing transforms bytes as they come, newlines included, with no framing.
+    assert_eq!(
+        exchange(addr, "a\nstraße\r\n".as_bytes()),
+        "A\nSTRASSE\r\n".as_bytes()
+    );
+}
+
+#[test]
+fn connection_cap_refuses_cleanly_and_recovers() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-conns", "2"]);
+    let addr = server.tcp[0];
+    let mut a = TcpClient::connect(addr, LIMIT).unwrap();
+    let mut b = TcpClient::connect(addr, LIMIT).unwrap();
+    // Both are being served, so both count against the cap.
+    assert_eq!(a.request(b"a").unwrap(), b"A");
+    assert_eq!(b.request(b"b").unwrap(), b"B");
+    let mut third = connect(addr);
+    let mut got = Vec::new();
+    third.read_to_end(&mut got).unwrap();
+    assert_eq!(got, ServerError::TooManyConnections.reply());
+    drop(a);
+    // Once a slot frees up, new clients are served again. The slot is released after the
+    // server has seen the close, so retry (bounded) until it has.
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let mut c = TcpClient::connect(addr, LIMIT).unwrap();
+        match c.request(b"again") {
+            Ok(r) => {
+                assert_eq!(r, b"AGAIN");
+                break;
+            }
+            // Still refused: the error line, or, when our line reached the closed socket first,
+            // a reset (PROTOCOL.md §2.3: the server closes right after the error line).
+            Err(ClientError::Request(RequestError::Rejected(ServerError::TooManyConnections)))
+            | Err(ClientError::Request(RequestError::Io(_) | RequestError::UnexpectedEof)) => {
+                assert!(std::time::Instant::now() < deadline, "slot never freed");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(b.request(b"still here").unwrap(), b"STILL HERE");
+}
+
+#[test]
+fn graceful_shutdown_under_load_loses_no_complete_line() {
+    let mut server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp"]);
+    let addr = server.tcp[0];
+    // Quiet clients: complete lines and a partial one, all acknowledged before SIGTERM.
+    let mut quiet: Vec<(TcpStream, Vec<u8>)> = (0..8)
+        .map(|i| {
+            let mut s = connect(addr);
+            let body = format!("first {i}\nsecond {i}\npartial {i}");
+            s.write_all(body.as_bytes()).unwrap();
+            let expect = format!("FIRST {i}\nSECOND {i}\n");
+            let mut got = vec![0u8; expect.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, expect.as_bytes());
+            (s, got)
+        })
+        .collect();
+    // Loaded clients: pipelining lines without pause while the signal arrives.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let loaders: Vec<_> = (0..4)
+            .map(|i| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let s = connect(addr);
+                    let reader = s.try_clone().unwrap();
+                    let read = std::thread::spawn(move || {
+                        let mut out = Vec::new();
+                        let _ = (&reader).read_to_end(&mut out);
+                        out
+                    });
+                    let mut sent = 0u64;
+                    let mut w = &s;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2_000_000 {
+                        if w.write_all(format!("load {i} line {sent}\n").as_bytes())
+                            .is_err()
+                        {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    let out = read.join().unwrap();
+                    // Every reply is whole and in order: a prefix of the expected stream, cut only
+                    // at a line boundary.
+                    let text = String::from_utf8(out).unwrap();
+                    assert!(
+                        text.is_empty() || text.ends_with('\n'),
+                        "reply cut: {:?}",
+                        &text[text.len().saturating_sub(40)..]
+                    );
+                    for (n, line) in text.lines().enumerate() {
+                        assert_eq!(line, format!("LOAD {i} LINE {n}"));
+                    }
+                    text.lines().count()
+                })
+            })
+            .collect();
+        // Let the load reach the server before the signal (bounded: one round trip).
+        let mut probe = TcpClient::connect(addr, LIMIT).unwrap();
+        assert_eq!(probe.request(b"probe").unwrap(), b"PROBE");
+        let status = server.terminate();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(status.success(), "exit status {status:?}");
+        for l in loaders {
+            l.join().unwrap();
+        }
+    });
+    for (s, _) in &mut quiet {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, ServerError::ShuttingDown.reply());
+    }
+}
