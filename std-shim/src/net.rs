@@ -145,13 +145,24 @@ mod tests {
 
     #[test]
     fn empty_host_means_all_ipv4_interfaces() {
-        assert_eq!(resolve(":65432").unwrap(), vec!["0.0.0.0:65432".parse().unwrap()]);
+        assert_eq!(
+            resolve(":65432").unwrap(),
+            vec!["0.0.0.0:65432".parse().unwrap()]
+        );
     }
 
     #[test]
     fn names_and_literals_resolve() {
-        assert_eq!(resolve("[::1]:0").unwrap(), vec!["[::1]:0".parse().unwrap()]);
-        assert!(resolve("localhost:1").unwrap().iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(
+            resolve("[::1]:0").unwrap(),
+            vec!["[::1]:0".parse().unwrap()]
+        );
+        assert!(
+            resolve("localhost:1")
+                .unwrap()
+                .iter()
+                .all(|a| a.ip().is_loopback())
+        );
         assert!(matches!(resolve("no port"), Err(BindError::Resolve { .. })));
     }
 
@@ -159,8 +170,14 @@ mod tests {
     fn bind_errors_name_the_address() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let cfg = ServerConfig { reuse_address: false, ..ServerConfig::default() };
+        let cfg = ServerConfig {
+            reuse_address: false,
+            ..ServerConfig::default()
+        };
         let err = tcp_listener(addr, &cfg).unwrap_err();
-        assert!(err.to_string().starts_with(&format!("cannot bind {addr}:")), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("cannot bind {addr}:")),
+            "{err}"
+        );
     }
 }
