@@ -9,8 +9,19 @@ step() { printf '\n== %s\n' "$*"; }
 step "install: thumb targets (RUSTUP_AUTO_INSTALL=0 is set on these machines)"
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf
 
+step "install: qemu-system-arm (the firmware test runs the image under QEMU)"
+if ! command -v qemu-system-arm >/dev/null; then
+  apt-get update
+  apt-get install -y qemu-system-arm
+fi
+
+# Crates outside the workspace, each with its own lock file and target folder.
+FIRMWARE=examples/firmware/Cargo.toml
+QEMU_TEST=examples/firmware-qemu-test/Cargo.toml
+
 step "format"
 cargo fmt --all -- --check
+for m in "$FIRMWARE" "$QEMU_TEST"; do cargo fmt --manifest-path "$m" -- --check; done
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -30,6 +41,16 @@ for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
     cargo build -p upcase-core --target "$target" $features
   done
 done
+
+step "firmware: every image variant builds, clippy-clean"
+cargo clippy --manifest-path "$FIRMWARE" --release -- -D warnings
+cargo clippy --manifest-path "$FIRMWARE" --release --target thumbv6m-none-eabi --no-default-features -- -D warnings
+cargo build --manifest-path "$FIRMWARE" --release --features defmt
+cargo build --manifest-path "$FIRMWARE" --release --features report
+cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
+
+step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, byte for byte"
+cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

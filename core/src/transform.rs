@@ -340,9 +340,20 @@ mod utf8 {
         range.contains(&b)
     }
 
-    /// Decodes a complete, validated sequence.
+    /// Decodes a complete sequence that [`next`] or [`continues`] validated (no overlong form,
+    /// no surrogate, nothing above U+10FFFF), so `from_u32` always succeeds on it.
     pub(super) fn decode(seq: &[u8]) -> Option<char> {
-        core::str::from_utf8(seq).ok()?.chars().next()
+        let (&lead, rest) = seq.split_first()?;
+        let lead_bits = match seq.len() {
+            1 => return char::from_u32(u32::from(lead)),
+            2 => lead & 0x1F,
+            3 => lead & 0x0F,
+            _ => lead & 0x07,
+        };
+        let cp = rest
+            .iter()
+            .fold(u32::from(lead_bits), |cp, &b| (cp << 6) | u32::from(b & 0x3F));
+        char::from_u32(cp)
     }
 
     pub(super) fn next(s: &[u8]) -> Step {
@@ -451,6 +462,18 @@ pub(crate) mod tests {
             if is_caseless(c) {
                 assert_eq!(s, String::from(c), "{c:?} is in a caseless block");
             }
+        }
+    }
+
+    #[test]
+    fn decoder_agrees_with_core_on_every_char() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|c| !c.is_ascii()) {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            assert!(
+                matches!(utf8::next(s.as_bytes()), utf8::Step::Char(d, n) if d == c && n == s.len()),
+                "{c:?}"
+            );
         }
     }
 

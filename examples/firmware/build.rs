@@ -1,0 +1,18 @@
+//! Puts `memory.x` on the linker's path and passes the linker scripts. They are passed here and
+//! not in `.cargo/config.toml`, so a build started from any folder links a real image (a missing
+//! `-Tlink.x` links a 0-byte image without complaint).
+
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
+    fs::write(out.join("device.x"), include_bytes!("device.x")).expect("write device.x");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=device.x");
+    println!("cargo:rustc-link-arg=-Tlink.x");
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
+}

@@ -1,0 +1,197 @@
+//! Every `unsafe` of the image lives here: the UART0 registers and the stack painting.
+
+use core::convert::Infallible;
+use core::ptr;
+
+/// UART0 of the LM3S6965.
+const UART0: usize = 0x4000_C000;
+/// Data register: a read pops the receive FIFO (bits 8..12 are error flags), a write pushes the
+/// transmit FIFO.
+const DR: usize = UART0;
+/// Flag register.
+const FR: usize = UART0 + 0x018;
+/// FR: receive FIFO empty.
+const RXFE: u32 = 1 << 4;
+/// FR: transmit FIFO full.
+const TXFF: u32 = 1 << 5;
+
+/// End of transmission (Ctrl-D): this UART's end of stream, by convention. It is not part of
+/// the upcase protocol (PROTOCOL.md §4); it is how a host ends a session and how the tests stop
+/// the image.
+pub const EOT: u8 = 0x04;
+
+fn flags() -> u32 {
+    // SAFETY: FR is a read-only, always-mapped 32-bit register of UART0 on this board; a
+    // volatile read has no side effect.
+    unsafe { ptr::read_volatile(FR as *const u32) }
+}
+
+/// UART0 as a byte stream, with EOT as its end of stream.
+pub struct Uart {
+    eof: bool,
+}
+
+impl Uart {
+    /// The UART as QEMU and the boot ROM leave it: 8N1, enabled. Create one only: two handles
+    /// would interleave their bytes.
+    pub fn new() -> Self {
+        Self { eof: false }
+    }
+
+    fn pop(&mut self) -> u8 {
+        // SAFETY: reading DR pops one byte from the receive FIFO, which the caller has checked
+        // is not empty; DR is always mapped, and only this `Uart` touches it.
+        (unsafe { ptr::read_volatile(DR as *const u32) }) as u8
+    }
+
+    fn push(&mut self, b: u8) {
+        // SAFETY: writing DR pushes one byte onto the transmit FIFO, which the caller has
+        // checked is not full; DR is always mapped, and only this `Uart` touches it.
+        unsafe { ptr::write_volatile(DR as *mut u32, u32::from(b)) }
+    }
+}
+
+impl embedded_io::ErrorType for Uart {
+    type Error = Infallible;
+}
+
+impl embedded_io::Read for Uart {
+    /// Blocks until at least one byte has arrived, then takes what the FIFO holds. Returns
+    /// `Ok(0)` (end of stream) once EOT has been received, and from then on.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        if buf.is_empty() || self.eof {
+            return Ok(0);
+        }
+        while flags() & RXFE != 0 {}
+        let mut n = 0;
+        while n < buf.len() && flags() & RXFE == 0 {
+            let b = self.pop();
+            if b == EOT {
+                self.eof = true;
+                break;
+            }
+            buf[n] = b;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl embedded_io::ReadReady for Uart {
+    fn read_ready(&mut self) -> Result<bool, Infallible> {
+        Ok(self.eof || flags() & RXFE == 0)
+    }
+}
+
+impl embedded_io::Write for Uart {
+    /// Blocks while the transmit FIFO is full, then writes as many bytes as it takes.
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        let mut n = 0;
+        for &b in buf {
+            if n > 0 && flags() & TXFF != 0 {
+                break;
+            }
+            while flags() & TXFF != 0 {}
+            self.push(b);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// The word painted over the free stack at boot.
+const PAINT: u32 = 0xDEAD_BEEF;
+
+unsafe extern "C" {
+    /// Lowest address of the stack region (cortex-m-rt's `link.x`).
+    static _stack_end: u32;
+    /// Initial stack pointer: the top of the stack region.
+    static _stack_start: u32;
+}
+
+fn stack_bounds() -> (usize, usize) {
+    (
+        ptr::addr_of!(_stack_end) as usize,
+        ptr::addr_of!(_stack_start) as usize,
+    )
+}
+
+/// Paints the unused stack, from its lowest address up to 64 bytes below the current stack
+/// pointer, so [`stack_high_water`] can tell later how deep the stack went.
+#[inline(never)]
+pub fn paint_stack() {
+    let (bottom, _) = stack_bounds();
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = bottom;
+    while p + 4 <= sp.saturating_sub(64) {
+        // SAFETY: [bottom, sp - 64) is stack memory below the live frames: nothing uses it yet,
+        // and it is word-aligned (cortex-m-rt aligns _stack_end to 4).
+        unsafe { ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
+/// the lowest word that no longer holds the paint.
+pub fn stack_high_water() -> usize {
+    let (bottom, top) = stack_bounds();
+    let mut p = bottom;
+    // SAFETY: every address in [bottom, top) is mapped, word-aligned RAM of the stack region.
+    while p < top && unsafe { ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    top - p
+}
+
+/// Line storage: the longest line plus one byte (see `LineFramer`).
+pub const LINE_STORAGE: usize = 257;
+/// Staging buffer for replies.
+pub const STAGING: usize = 64;
+
+/// The image's two buffers, in `.bss` (zeroed by the reset handler, no runtime copy).
+pub struct Buffers {
+    pub line: &'static mut [u8; LINE_STORAGE],
+    pub staging: &'static mut [u8; STAGING],
+}
+
+/// Hands out the buffers. Returns `None` after the first call, so no two `&mut` alias.
+pub fn take_buffers() -> Option<Buffers> {
+    static mut LINE: [u8; LINE_STORAGE] = [0; LINE_STORAGE];
+    static mut STAGE: [u8; STAGING] = [0; STAGING];
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    // Single core, no interrupt handler touches TAKEN: a load and a store suffice (no CAS, so
+    // this also runs on a Cortex-M0).
+    if TAKEN.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    TAKEN.store(true, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: TAKEN makes this block run at most once, so these are the only references to
+    // the two statics for the life of the program.
+    unsafe {
+        Some(Buffers {
+            line: &mut *ptr::addr_of_mut!(LINE),
+            staging: &mut *ptr::addr_of_mut!(STAGE),
+        })
+    }
+}
+
+/// The interrupt vectors after the 16 exception vectors. The image enables no interrupt, and
+/// cortex-m-rt's default table would hold 240 unused entries (960 bytes of flash). 32 entries
+/// is the most a Cortex-M0 allows, and the same image layout serves both cores; the
+/// LM3S6965's lines 32..38 stay disabled.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+#[used]
+pub static __INTERRUPTS: [unsafe extern "C" fn(); 32] = [default_irq; 32];
+
+/// No interrupt is ever enabled, so one arriving is a fault: end the run with a failure.
+unsafe extern "C" fn default_irq() {
+    cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
