@@ -350,9 +350,9 @@ mod utf8 {
             3 => lead & 0x0F,
             _ => lead & 0x07,
         };
-        let cp = rest
-            .iter()
-            .fold(u32::from(lead_bits), |cp, &b| (cp << 6) | u32::from(b & 0x3F));
+        let cp = rest.iter().fold(u32::from(lead_bits), |cp, &b| {
+            (cp << 6) | u32::from(b & 0x3F)
+        });
         char::from_u32(cp)
     }
 
@@ -467,7 +467,10 @@ pub(crate) mod tests {
 
     #[test]
     fn decoder_agrees_with_core_on_every_char() {
-        for c in (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|c| !c.is_ascii()) {
+        for c in (0..=0x10FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|c| !c.is_ascii())
+        {
             let mut buf = [0u8; 4];
             let s = c.encode_utf8(&mut buf);
             assert!(
