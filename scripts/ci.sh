@@ -43,10 +43,15 @@ for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
 done
 
 step "firmware: every image variant builds, clippy-clean"
-cargo clippy --manifest-path "$FIRMWARE" --release -- -D warnings
-cargo clippy --manifest-path "$FIRMWARE" --release --target thumbv6m-none-eabi --no-default-features -- -D warnings
-cargo build --manifest-path "$FIRMWARE" --release --features defmt
-cargo build --manifest-path "$FIRMWARE" --release --features report
+# From inside the folder: its .cargo/config.toml (target, runner) is found from the current
+# directory, not from --manifest-path.
+(
+  cd examples/firmware
+  cargo clippy --release -- -D warnings
+  cargo clippy --release --target thumbv6m-none-eabi --no-default-features -- -D warnings
+  cargo build --release --features defmt
+  cargo build --release --features report
+)
 cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
 
 step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, byte for byte"

@@ -5,6 +5,12 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() {
+    let target = env::var("TARGET").unwrap_or_default();
+    assert!(
+        target.starts_with("thumbv"),
+        "upcase-firmware is built for a Cortex-M target, not {target:?}: run cargo from \
+         examples/firmware (its .cargo/config.toml sets the target) or pass --target"
+    );
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     fs::write(out.join("memory.x"), include_bytes!("memory.x")).expect("write memory.x");
     fs::write(out.join("device.x"), include_bytes!("device.x")).expect("write device.x");
