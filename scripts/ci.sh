@@ -15,13 +15,18 @@ if ! command -v qemu-system-arm >/dev/null; then
   apt-get install -y qemu-system-arm
 fi
 
+step "install: cargo-fuzz (fuzzing uses the installed nightly toolchain)"
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install cargo-fuzz --locked
+fi
+
 # Crates outside the workspace, each with its own lock file and target folder.
 FIRMWARE=examples/firmware/Cargo.toml
 QEMU_TEST=examples/firmware-qemu-test/Cargo.toml
 
 step "format"
 cargo fmt --all -- --check
-for m in "$FIRMWARE" "$QEMU_TEST"; do cargo fmt --manifest-path "$m" -- --check; done
+for m in "$FIRMWARE" "$QEMU_TEST" fuzz/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -56,6 +61,17 @@ cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
 
 step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, byte for byte"
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
+
+step "fuzz: build every target, run each for 10 s from the seed corpus"
+(
+  cd fuzz
+  cargo +nightly fuzz build -O
+  for target in $(cargo +nightly fuzz list); do
+    scratch=$(mktemp -d)
+    cargo +nightly fuzz run -O "$target" "$scratch" "corpus/$target" -- -max_total_time=10
+    rm -rf "$scratch"
+  done
+)
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
