@@ -124,3 +124,41 @@ fn no_subcommand_means_serve_and_stdout_has_only_ready_lines() {
     assert_eq!(rest, "", "nothing else on stdout");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn bench_runs_for_a_second_with_zero_mismatches() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let tcp = server.tcp[0].to_string();
+    let udp = server.udp[0].to_string();
+    for args in [
+        vec!["--mode", "pingpong", "-c", "4", "--addr", &tcp],
+        vec![
+            "--mode",
+            "stream",
+            "-c",
+            "2",
+            "-w",
+            "16",
+            "--unicode",
+            "--addr",
+            &tcp,
+        ],
+        vec!["--mode", "conns", "-c", "50", "--addr", &tcp],
+        vec!["--mode", "udp", "-c", "2", "--addr", &udp],
+    ] {
+        let mut all = vec!["bench", "--json", "--duration", "1"];
+        all.extend(args.iter().copied());
+        let out = upcase(&all, b"");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert!(json.contains("\"mismatches\":0"), "{json}");
+        assert!(
+            !json.contains("\"requests\":0,"),
+            "no request completed: {json}"
+        );
+    }
+}

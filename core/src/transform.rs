@@ -145,21 +145,13 @@ impl Uppercase {
         self.drain_pending(out)
     }
 
-    /// Writes the uppercase of `c` (whose UTF-8 form is `raw`).
-    fn emit_char(&mut self, c: char, raw: &[u8], out: &mut [u8]) -> usize {
-        if is_caseless(c) {
-            return self.emit(raw, out);
+    /// Writes the uppercase of `c`, holding what does not fit in `out`.
+    fn emit_char(&mut self, c: char, out: &mut [u8]) -> usize {
+        if out.len() >= MAX_CHAR_EXPANSION {
+            return write_upper(c, out);
         }
         let mut buf = [0u8; MAX_CHAR_EXPANSION];
-        let mut len = 0;
-        for u in upper(c) {
-            let w = u.len_utf8();
-            if len + w > buf.len() {
-                break; // cannot happen: checked for every char by a unit test
-            }
-            u.encode_utf8(&mut buf[len..len + w]);
-            len += w;
-        }
+        let len = write_upper(c, &mut buf);
         self.emit(&buf[..len], out)
     }
 
@@ -191,7 +183,7 @@ impl Uppercase {
         }
         self.carry_len = 0;
         let written = match utf8::decode(&seq[..need]) {
-            Some(c) => self.emit_char(c, &seq[..need], out),
+            Some(c) => self.emit_char(c, out),
             None => self.emit(&seq[..need], out),
         };
         Progress { read, written }
@@ -206,6 +198,46 @@ fn upper(c: char) -> core::char::ToUppercase {
 #[cfg(not(feature = "unicode"))]
 fn upper(c: char) -> core::iter::Once<char> {
     core::iter::once(c.to_ascii_uppercase())
+}
+
+/// Writes the uppercase of `c` at the start of `out`, which holds at
+/// least [`MAX_CHAR_EXPANSION`] bytes. Returns the length written.
+#[inline]
+fn write_upper(c: char, out: &mut [u8]) -> usize {
+    if let Some(u) = simple_upper(c) {
+        return u.encode_utf8(out).len();
+    }
+    if is_caseless(c) {
+        return c.encode_utf8(out).len();
+    }
+    let mut n = 0;
+    for u in upper(c) {
+        let Some(dst) = out.get_mut(n..n + u.len_utf8()) else {
+            break; // cannot happen: MAX_CHAR_EXPANSION is checked for every char by a unit test
+        };
+        n += u.encode_utf8(dst).len();
+    }
+    n
+}
+
+/// The one-to-one mappings of the busiest two-byte blocks (Latin-1, Greek, Cyrillic), by
+/// arithmetic instead of a table search. `None` for every other character. A unit test checks
+/// every code point against `char::to_uppercase`.
+#[inline]
+fn simple_upper(c: char) -> Option<char> {
+    let cp = c as u32;
+    let down = match cp {
+        0x00E0..=0x00FE if cp != 0x00F7 => 0x20,
+        0x00C0..=0x00DE if cp != 0x00D7 => 0,
+        0x03B1..=0x03CB if cp != 0x03C2 => 0x20,
+        0x03C2 => 0x1F,
+        0x0391..=0x03A9 => 0,
+        0x0430..=0x044F => 0x20,
+        0x0450..=0x045F => 0x50,
+        0x0400..=0x042F => 0,
+        _ => return None,
+    };
+    char::from_u32(cp - down)
 }
 
 /// Large blocks with no case mapping (CJK, kana, Hangul, Yi): copied without a table look-up.
@@ -233,11 +265,8 @@ impl Transform for Uppercase {
             let rest = &input[read..];
             let out = &mut output[written..];
             // ASCII fast path: a run of ASCII bytes, as long as both sides allow.
-            let n = ascii_prefix(rest, out.len());
+            let n = ascii_upper_run(rest, out);
             if n > 0 {
-                for (o, &i) in out[..n].iter_mut().zip(&rest[..n]) {
-                    *o = i.to_ascii_uppercase();
-                }
                 read += n;
                 written += n;
                 continue;
@@ -251,7 +280,7 @@ impl Transform for Uppercase {
             }
             match utf8::next(rest) {
                 utf8::Step::Char(c, len) => {
-                    written += self.emit_char(c, &rest[..len], out);
+                    written += self.emit_char(c, out);
                     read += len;
                 }
                 utf8::Step::Invalid(len) => {
@@ -285,21 +314,31 @@ impl Transform for Uppercase {
     }
 }
 
-/// Length of the leading ASCII run of `s`, capped at `max`.
+/// Uppercases the leading ASCII run of `input` into `out`, as far as both allow; returns its
+/// length. Eight bytes per step while they are all ASCII (SWAR: no byte can carry into the next,
+/// since each is below 0x80), then byte by byte to the end of the run.
 #[inline]
-fn ascii_prefix(s: &[u8], max: usize) -> usize {
-    let s = &s[..s.len().min(max)];
-    // Word-at-a-time scan: eight bytes per step while none has the high bit set.
+fn ascii_upper_run(input: &[u8], out: &mut [u8]) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = input.len().min(out.len());
+    let (input, out) = (&input[..n], &mut out[..n]);
     let mut i = 0;
-    while let Some(chunk) = s.get(i..i + 8) {
+    for (src, dst) in input.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
         let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if u64::from_ne_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+        word.copy_from_slice(src);
+        let w = u64::from_le_bytes(word);
+        if w & HIGH != 0 {
             break;
         }
+        // High bit of each byte: set if the byte is >= b'a' and not > b'z'.
+        let at_least_a = w + 0x1F1F_1F1F_1F1F_1F1F; // b + (0x80 - b'a')
+        let above_z = w + 0x0505_0505_0505_0505; // b + (0x80 - b'z' - 1)
+        let lower = at_least_a & !above_z & HIGH;
+        dst.copy_from_slice(&(w ^ (lower >> 2)).to_le_bytes());
         i += 8;
     }
-    while i < s.len() && s[i].is_ascii() {
+    while i < n && input[i].is_ascii() {
+        out[i] = input[i].to_ascii_uppercase();
         i += 1;
     }
     i
@@ -462,6 +501,9 @@ pub(crate) mod tests {
             if is_caseless(c) {
                 assert_eq!(s, String::from(c), "{c:?} is in a caseless block");
             }
+            if let Some(u) = simple_upper(c) {
+                assert_eq!(s, String::from(u), "{c:?} in the fast two-byte mapping");
+            }
         }
     }
 
@@ -477,6 +519,23 @@ pub(crate) mod tests {
                 matches!(utf8::next(s.as_bytes()), utf8::Step::Char(d, n) if d == c && n == s.len()),
                 "{c:?}"
             );
+        }
+    }
+
+    #[test]
+    fn ascii_word_path_maps_every_ascii_byte_in_every_lane() {
+        let all: Vec<u8> = (0u8..128).collect();
+        for shift in 0..8 {
+            let input: Vec<u8> = all.iter().cycle().skip(shift).take(136).copied().collect();
+            let mut out = std::vec![0u8; input.len()];
+            assert_eq!(ascii_upper_run(&input, &mut out), input.len());
+            assert_eq!(out, input.to_ascii_uppercase());
+        }
+        // A non-ASCII byte ends the run in any lane.
+        for at in 0..16 {
+            let mut input = std::vec![b'a'; 16];
+            input[at] = 0xC3;
+            assert_eq!(ascii_upper_run(&input, &mut [0u8; 16]), at);
         }
     }
 

@@ -1,0 +1,1 @@
+//! Baseline servers live in src/bin.
