@@ -62,6 +62,9 @@ cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
 step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, byte for byte"
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
 
+step "soak: verified load mixed with every attack, 10 s"
+scripts/soak.sh 10
+
 step "fuzz: build every target, run each for 10 s from the seed corpus"
 (
   cd fuzz

@@ -1,6 +1,8 @@
 //! `upcase bench`: a load generator in the manner of redis-benchmark. Every reply is checked
 //! against `str::to_uppercase` of its request (precomputed, so checking costs a `memcmp`).
 
+mod soak;
+
 use clap::{Args, ValueEnum};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Read, Write};
@@ -19,6 +21,10 @@ pub(crate) enum Mode {
     Conns,
     /// C UDP sockets, one datagram in flight on each: req/s and losses.
     Udp,
+    /// Verified load mixed with every attack of SECURITY.md, for --duration: endless lines,
+    /// idle and non-reading connections, resets mid-line, invalid UTF-8, and (with --udp-addr)
+    /// hostile datagrams. Reports verified replies, lost and corrupted ones.
+    Soak,
 }
 
 #[derive(Args)]
@@ -29,6 +35,9 @@ pub(crate) struct BenchArgs {
     /// Server address. [default: 127.0.0.1:65432, or 127.0.0.1:9876 for --mode udp]
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
+    /// The server's UDP address, for --mode soak.
+    #[arg(long, value_name = "HOST:PORT")]
+    udp_addr: Option<SocketAddr>,
     /// Connections (or UDP sockets).
     #[arg(long, short = 'c', value_name = "C", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     conns: u32,
@@ -170,6 +179,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<bool> {
         Mode::Stream => stream(load, conns, args.window as usize),
         Mode::Conns => hold_conns(load, conns),
         Mode::Udp => udp(load, conns),
+        Mode::Soak => soak::run(load, args.udp_addr),
     };
     stop.store(true, Ordering::Relaxed);
     let elapsed = outcome.elapsed.unwrap_or_else(|| started.elapsed());
@@ -234,7 +244,7 @@ fn print_text(s: &serde_json::Value) {
         );
     }
     line += &format!(", mismatches {}, errors {}", s["mismatches"], s["errors"]);
-    if s["mode"] == "udp" {
+    if s["mode"] == "udp" || s["mode"] == "soak" {
         line += &format!(", lost {}", s["lost"]);
     }
     println!("{line}");

@@ -21,9 +21,26 @@ pub(crate) struct ServerProc {
 impl ServerProc {
     /// Starts `upcase serve ARGS` and waits (bounded) for its `listening` lines.
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_upcase"))
-            .arg("serve")
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        cmd.arg("serve").args(args);
+        Self::spawn(cmd, args)
+    }
+
+    /// Like [`start`](Self::start), with soft and hard `RLIMIT_NOFILE` set to `nofile`, so the
+    /// server cannot raise it.
+    pub(crate) fn start_with_nofile(nofile: u32, args: &[&str]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" serve \"$@\""),
+        ])
+        .arg(env!("CARGO_BIN_EXE_upcase"))
+        .args(args);
+        Self::spawn(cmd, args)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str]) -> Self {
+        let mut child = cmd
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
