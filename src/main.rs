@@ -91,6 +91,9 @@ struct ServeArgs {
     /// Most TCP connections at once; more get `error: too many connections`.
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     max_conns: u32,
+    /// Event-driven TCP worker threads. [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
     /// Close a connection that sends nothing for this many seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     idle_timeout: u64,
@@ -192,6 +195,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         idle_timeout: secs(args.idle_timeout),
         write_timeout: secs(args.write_timeout),
         max_connections: args.max_conns as usize,
+        workers: args.workers.map(|w| w as usize),
         framing: match args.framing {
             FramingArg::Lines => Framing::Lines,
             FramingArg::Raw => Framing::Raw,

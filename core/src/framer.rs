@@ -120,6 +120,18 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
         !self.discarding && self.end > self.start
     }
 
+    /// Whether the framer holds nothing: no buffered byte, and not inside an overlong line.
+    /// Its storage can then be taken back ([`into_storage`](Self::into_storage)) and a new
+    /// framer made later without changing what it will frame.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end && !self.discarding
+    }
+
+    /// Gives the storage back.
+    pub fn into_storage(self) -> B {
+        self.buf
+    }
+
     /// Drops all buffered input and any overlong state.
     pub fn reset(&mut self) {
         self.start = 0;

@@ -110,6 +110,14 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         self.phase == Phase::Done
     }
 
+    /// Whether the session holds nothing between messages: input open, nothing buffered, no
+    /// reply pending. An event-driven driver may then give the storage back
+    /// ([`into_parts`](Self::into_parts)) until the peer sends again, and build a new session
+    /// from the same transform; nothing is lost.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Open && self.job == Job::Idle && self.framer.is_empty()
+    }
+
     /// Whether the input is still open (no EOF or shutdown handled yet).
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
@@ -430,6 +438,43 @@ mod tests {
         assert_eq!(sum.lines, 2);
         let (got, _) = run(Framing::Lines, 64, Uppercase::new(), b"a\n", &[], 8, true);
         assert_eq!(got, b"A\n");
+    }
+
+    #[test]
+    fn idle_only_between_messages() {
+        let mut s = Session::new(
+            LineFramer::new(std::vec![0u8; 5]),
+            Uppercase::new(),
+            Framing::Lines,
+        );
+        let mut out = [0u8; 64];
+        assert!(s.is_idle());
+        let feed = |s: &mut Session<Vec<u8>, Uppercase>, bytes: &[u8]| {
+            let b = s.recv_buffer();
+            b[..bytes.len()].copy_from_slice(bytes);
+            s.handle_recv(bytes.len());
+        };
+        feed(&mut s, b"ab");
+        assert!(!s.is_idle(), "a partial line is buffered");
+        feed(&mut s, b"\n");
+        assert!(!s.is_idle(), "a reply is pending");
+        assert_eq!(s.poll_transmit(&mut out), 3);
+        assert_eq!(s.poll_transmit(&mut out), 0);
+        assert!(s.is_idle());
+        feed(&mut s, b"toolo");
+        assert_eq!(
+            s.poll_transmit(&mut out),
+            ServerError::LineTooLong.reply().len()
+        );
+        assert!(
+            !s.is_idle(),
+            "inside an overlong line: the rest must still be discarded"
+        );
+        feed(&mut s, b"ng\n");
+        assert_eq!(s.poll_transmit(&mut out), 0);
+        assert!(s.is_idle());
+        s.handle_eof();
+        assert!(!s.is_idle());
     }
 
     #[test]

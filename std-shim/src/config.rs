@@ -50,11 +50,12 @@ pub struct ServerConfig {
     pub recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF` on every socket, in bytes. Default: the system's.
     pub send_buffer_size: Option<usize>,
-    /// A connection that sends nothing for this long is closed (`SO_RCVTIMEO`). Default 60 s.
+    /// A connection that sends nothing for this long is closed. Default 60 s. Checked by the
+    /// workers every quarter of the shortest timeout (50 ms to 1 s), so a connection may live
+    /// up to that much longer.
     pub idle_timeout: Option<Duration>,
-    /// A reply write that makes no progress for this long closes the connection
-    /// (`SO_SNDTIMEO`): a peer that sends but never reads cannot hold a thread forever.
-    /// Default 30 s.
+    /// A connection whose replies make no progress for this long is closed: a peer that sends
+    /// but never reads cannot hold memory forever. Default 30 s.
     pub write_timeout: Option<Duration>,
     /// Most connections served at once. Further ones get `error: too many connections` and are
     /// closed. Default 16384.
@@ -63,9 +64,12 @@ pub struct ServerConfig {
     pub framing: Framing,
     /// Longest line, in content bytes (the `\n` excluded). Default 8192.
     pub max_line: usize,
-    /// Replies are batched in a buffer of this many bytes per connection before each write.
-    /// Default 16 KiB; at least 1.
+    /// Replies are batched in a buffer of this many bytes (one per worker) before each write.
+    /// Default 64 KiB; at least 1. A connection whose peer does not read keeps at most this
+    /// much unsent.
     pub staging: usize,
+    /// Event-driven TCP worker threads. Default (`None`): one per core.
+    pub workers: Option<usize>,
     /// How long a graceful shutdown waits for connections to finish their replies. Default 5 s.
     pub drain_timeout: Duration,
     /// Largest UDP request accepted, in bytes; larger ones are dropped. Default and maximum
@@ -96,7 +100,8 @@ impl Default for ServerConfig {
             max_connections: 16384,
             framing: Framing::Lines,
             max_line: 8192,
-            staging: 16 * 1024,
+            staging: 64 * 1024,
+            workers: None,
             drain_timeout: Duration::from_secs(5),
             max_datagram: MAX_UDP_PAYLOAD,
             udp_no_amplify: false,

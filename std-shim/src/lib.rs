@@ -3,8 +3,8 @@
 
 mod client;
 mod config;
-mod io;
 mod net;
+mod reactor;
 mod server;
 
 pub use client::{ClientError, Receiver, Sender, TcpClient, UdpClient};

@@ -102,11 +102,10 @@ pub(crate) fn udp_socket(addr: SocketAddr, cfg: &ServerConfig) -> Result<UdpSock
         .map_err(|source| BindError::Socket { addr, source })
 }
 
-/// Per-connection options: `TCP_NODELAY`, keepalive, and the idle and write timeouts.
+/// Per-connection options: `TCP_NODELAY` and keepalive. (The idle and write timeouts are kept
+/// by the workers, since the sockets are non-blocking.)
 pub(crate) fn configure_stream(stream: &TcpStream, cfg: &ServerConfig) -> io::Result<()> {
     stream.set_nodelay(cfg.nodelay)?;
-    stream.set_read_timeout(cfg.idle_timeout)?;
-    stream.set_write_timeout(cfg.write_timeout)?;
     if let Some(k) = cfg.keepalive {
         let params = TcpKeepalive::new()
             .with_time(k.time)
@@ -115,6 +114,14 @@ pub(crate) fn configure_stream(stream: &TcpStream, cfg: &ServerConfig) -> io::Re
         SockRef::from(stream).set_tcp_keepalive(&params)?;
     }
     Ok(())
+}
+
+/// Whether `e` is a socket timeout (`SO_RCVTIMEO` expiring on a blocking socket).
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Whether an accept failed because the process or system ran out of file descriptors.

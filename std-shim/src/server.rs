@@ -1,21 +1,16 @@
 //! The TCP and UDP servers: sockets, threads, limits and graceful shutdown.
 
 use crate::config::{MAX_UDP_PAYLOAD, ServerConfig};
-use crate::io::{Conn, is_draining, is_timeout};
 use crate::net::{self, BindError};
+use crate::reactor::{self, DynTransform, WorkerHandle};
 use socket2::SockRef;
-use std::collections::HashMap;
 use std::io::{self, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use upcase_core::{LineFramer, ServeError, ServerError, Session, blocking, transform_datagram};
-
-/// Stack of a connection thread. The driver needs a few hundred bytes; its buffers are on the
-/// heap. Only touched pages cost memory.
-const CONN_STACK: usize = 64 * 1024;
+use upcase_core::{ServerError, transform_datagram};
 /// How often a UDP thread looks at the stop flag while no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
 /// Pause after the process ran out of file descriptors, before accepting again.
@@ -45,16 +40,16 @@ pub struct Stats {
 }
 
 #[derive(Default)]
-struct Counters {
-    connections: AtomicU64,
-    refused: AtomicU64,
-    lines: AtomicU64,
-    overlong: AtomicU64,
-    timeouts: AtomicU64,
-    datagrams: AtomicU64,
-    dropped_datagrams: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) lines: AtomicU64,
+    pub(crate) overlong: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) datagrams: AtomicU64,
+    pub(crate) dropped_datagrams: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
 }
 
 impl Counters {
@@ -79,31 +74,22 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 /// State shared by the server's threads and its [`ShutdownHandle`]s.
-struct Shared {
-    config: ServerConfig,
-    counters: Counters,
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) counters: Counters,
     /// Set once: stop accepting, answer what was received, close.
-    stopping: AtomicBool,
-    /// Live connections, for shutdown to reach them. `TcpStream::shutdown` takes `&self`.
-    live: Mutex<Live>,
-    /// Signalled when `stopping` is set and when a connection ends.
+    pub(crate) stopping: AtomicBool,
+    /// Set by a [`ShutdownHandle`]; `run` waits for it.
+    stop_requested: Mutex<bool>,
     changed: Condvar,
     /// Connections counted against the cap.
     active: AtomicUsize,
 }
 
-#[derive(Default)]
-struct Live {
-    next_id: u64,
-    conns: HashMap<u64, Arc<TcpStream>>,
-    stop_requested: bool,
-}
-
 impl Shared {
-    fn live(&self) -> MutexGuard<'_, Live> {
-        // A panicking connection thread cannot leave `Live` inconsistent: every update is one
-        // map operation. So a poisoned lock is still usable.
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A connection ended: its place under the cap is free.
+    pub(crate) fn release_slot(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,8 +104,11 @@ impl ShutdownHandle {
     /// `error: shutting down` in place of partial lines, and returns. Calling it again does
     /// nothing.
     pub fn shutdown(&self) {
-        let mut live = self.0.live();
-        live.stop_requested = true;
+        *self
+            .0
+            .stop_requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         self.0.changed.notify_all();
     }
 }
@@ -142,8 +131,10 @@ impl Server {
     ///
     /// The first address that cannot be resolved or bound, or a configuration that cannot work.
     pub fn bind(config: ServerConfig) -> Result<Self, BindError> {
-        if config.max_line == 0 || config.staging == 0 {
-            return Err(BindError::Config("max_line and staging must be at least 1"));
+        if config.max_line == 0 || config.staging == 0 || config.workers == Some(0) {
+            return Err(BindError::Config(
+                "max_line, staging and workers must be at least 1",
+            ));
         }
         if config.max_datagram == 0 || config.max_datagram > MAX_UDP_PAYLOAD {
             return Err(BindError::Config("max_datagram must be within 1..=65507"));
@@ -172,7 +163,7 @@ impl Server {
             config,
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
-            live: Mutex::new(Live::default()),
+            stop_requested: Mutex::new(false),
             changed: Condvar::new(),
             active: AtomicUsize::new(0),
         });
@@ -202,28 +193,51 @@ impl Server {
 
     /// Serves until a [`ShutdownHandle`] stops it, then drains and returns the counters.
     ///
-    /// Threads: one per listening socket (accept), one per UDP socket, and one per TCP
-    /// connection with a 64 KiB stack. A connection allocates its line buffer
-    /// (`max_line + 1` bytes) and staging buffer only once its first bytes arrive, so idle
-    /// connections cost a thread and a socket, and little else.
+    /// Threads: one per listening socket (accept), one per UDP socket, and `workers` event-driven
+    /// TCP workers (default: one per core). A connection costs its socket and about 200 bytes
+    /// while idle; it holds a line buffer (`max_line + 1` bytes) only while bytes are in flight,
+    /// and each worker has one staging buffer.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses to start a thread or an event poller at startup.
     pub fn run(self) -> Stats {
         let started = Instant::now();
+        let cfg = &self.shared.config;
+        let workers = cfg
+            .workers
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from));
         tracing::info!(
             tcp = ?self.tcp_addrs(),
             udp = ?self.udp_addrs(),
-            framing = ?self.shared.config.framing,
-            max_line = self.shared.config.max_line,
-            max_connections = self.shared.config.max_connections,
+            framing = ?cfg.framing,
+            max_line = cfg.max_line,
+            max_connections = cfg.max_connections,
+            workers,
             "upcase serving"
         );
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let mut handles = Vec::new();
+        if !self.tcp.is_empty() {
+            for _ in 0..workers {
+                let (poll, handle) = reactor::new_worker()
+                    .unwrap_or_else(|e| panic!("cannot create an event poller: {e}"));
+                let handle = Arc::new(handle);
+                handles.push(handle.clone());
+                let shared = self.shared.clone();
+                threads.push(spawn_named("upcase-worker", move || {
+                    reactor::run_worker(&shared, poll, &handle);
+                }));
+            }
+        }
+        let handles: Arc<[Arc<WorkerHandle>]> = handles.into();
         let mut listeners = Vec::new();
         for listener in self.tcp {
             let listener = Arc::new(listener);
             listeners.push(listener.clone());
-            let shared = self.shared.clone();
+            let (shared, handles) = (self.shared.clone(), handles.clone());
             threads.push(spawn_named("upcase-accept", move || {
-                accept_loop(&shared, &listener)
+                accept_loop(&shared, &listener, &handles);
             }));
         }
         for socket in self.udp {
@@ -234,45 +248,28 @@ impl Server {
         }
 
         // Wait for the stop request.
-        let mut live = self.shared.live();
-        while !live.stop_requested {
-            live = self
+        let mut stop = self
+            .shared
+            .stop_requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while !*stop {
+            stop = self
                 .shared
                 .changed
-                .wait(live)
+                .wait(stop)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        // Stop accepting. `shutdown(Read)` on a listening socket wakes a blocked accept on Linux.
+        drop(stop);
+        // Stop accepting (`shutdown(Read)` on a listening socket wakes a blocked accept on
+        // Linux), then let every worker drain its connections.
         self.shared.stopping.store(true, Ordering::Release);
         for l in &listeners {
             let _ = SockRef::from(&**l).shutdown(Shutdown::Read);
         }
-        // A blocked read returns EOF after `shutdown(Read)`; the connection thread sees the
-        // drain flag, answers what it has, and closes.
-        for conn in live.conns.values() {
-            let _ = conn.shutdown(Shutdown::Read);
+        for h in handles.iter() {
+            h.wake();
         }
-        let deadline = Instant::now() + self.shared.config.drain_timeout;
-        while !live.conns.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                tracing::warn!(
-                    open = live.conns.len(),
-                    "drain timeout: closing connections"
-                );
-                for conn in live.conns.values() {
-                    let _ = conn.shutdown(Shutdown::Both);
-                }
-                break;
-            }
-            live = self
-                .shared
-                .changed
-                .wait_timeout(live, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        drop(live);
         for t in threads {
             let _ = t.join();
         }
@@ -301,7 +298,8 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> 
         .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+fn accept_loop(shared: &Shared, listener: &TcpListener, workers: &[Arc<WorkerHandle>]) {
+    let mut next = 0usize;
     loop {
         let accepted = listener.accept();
         if shared.stopping.load(Ordering::Acquire) {
@@ -322,7 +320,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         };
         let cfg = &shared.config;
         if shared.active.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
-            shared.active.fetch_sub(1, Ordering::AcqRel);
+            shared.release_slot();
             bump(&shared.counters.refused, 1);
             tracing::debug!(%peer, "refused: connection cap reached");
             // Best effort, never blocking the accept loop.
@@ -333,90 +331,13 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         if let Err(e) = net::configure_stream(&stream, cfg) {
             tracing::debug!(%peer, error = %e, "cannot configure connection");
         }
-        let stream = Arc::new(stream);
-        let id = {
-            let mut live = shared.live();
-            let id = live.next_id;
-            live.next_id += 1;
-            live.conns.insert(id, stream.clone());
-            // `run` sets `stopping` under this lock: a connection that slipped in gets the same
-            // drain as the others.
-            if shared.stopping.load(Ordering::Acquire) {
-                let _ = stream.shutdown(Shutdown::Read);
-            }
-            id
-        };
         bump(&shared.counters.connections, 1);
-        let worker = shared.clone();
-        let spawned = thread::Builder::new()
-            .name("upcase-conn".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || {
-                serve_connection(&worker, &stream, peer);
-                worker.live().conns.remove(&id);
-                worker.active.fetch_sub(1, Ordering::AcqRel);
-                worker.changed.notify_all();
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(%peer, error = %e, "cannot start a connection thread");
-            shared.live().conns.remove(&id);
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-fn serve_connection(shared: &Shared, stream: &TcpStream, peer: SocketAddr) {
-    let cfg = &shared.config;
-    tracing::debug!(%peer, "connection opened");
-    // Allocate nothing until the peer sends something (or leaves).
-    if let Err(e) = stream.peek(&mut [0u8; 1]) {
-        if is_timeout(&e) {
-            bump(&shared.counters.timeouts, 1);
-        }
-        tracing::debug!(%peer, error = %e, "connection closed before any data");
-        return;
-    }
-    let framer = LineFramer::new(vec![0u8; cfg.max_line + 1]);
-    let mut session = Session::new(framer, DynTransform((cfg.transform)()), cfg.framing);
-    let mut staging = vec![0u8; cfg.staging];
-    let mut io = Conn {
-        stream,
-        draining: &shared.stopping,
-    };
-    let mut result = blocking::serve(&mut io, &mut session, &mut staging);
-    if let Err(ServeError::Io(e)) = &result
-        && is_draining(e)
-    {
-        session.handle_shutdown();
-        result = blocking::serve(&mut io, &mut session, &mut staging);
-    }
-    let sum = session.summary();
-    bump(&shared.counters.lines, sum.lines);
-    bump(&shared.counters.overlong, sum.overlong);
-    bump(&shared.counters.bytes_in, sum.bytes_in);
-    bump(&shared.counters.bytes_out, sum.bytes_out);
-    match result {
-        Ok(_) => {
-            let _ = stream.shutdown(Shutdown::Write);
-            tracing::debug!(%peer, lines = sum.lines, "connection closed");
-        }
-        Err(ServeError::Io(e)) if is_timeout(&e) => {
-            bump(&shared.counters.timeouts, 1);
-            tracing::debug!(%peer, lines = sum.lines, "connection timed out");
-        }
-        Err(e) => tracing::debug!(%peer, error = %e, lines = sum.lines, "connection ended"),
-    }
-}
-
-/// A boxed user transform, as the core's `Transform` (the core has no `alloc` to do this).
-struct DynTransform(Box<dyn upcase_core::Transform + Send>);
-
-impl upcase_core::Transform for DynTransform {
-    fn process(&mut self, input: &[u8], output: &mut [u8]) -> upcase_core::Progress {
-        self.0.process(input, output)
-    }
-    fn finish(&mut self, output: &mut [u8]) -> usize {
-        self.0.finish(output)
+        let Some(worker) = workers.get(next % workers.len().max(1)) else {
+            shared.release_slot();
+            continue;
+        };
+        next = next.wrapping_add(1);
+        worker.give(stream, peer);
     }
 }
 
@@ -433,7 +354,7 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
     while !shared.stopping.load(Ordering::Acquire) {
         let (n, peer) = match socket.recv_from(&mut request) {
             Ok(r) => r,
-            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if net::is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; the socket is fine.
                 tracing::debug!(error = %e, "UDP receive failed");
