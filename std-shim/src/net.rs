@@ -3,7 +3,7 @@
 use crate::config::ServerConfig;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 
 /// Why [`Server::bind`](crate::Server::bind) failed.
 #[derive(Debug)]
@@ -104,14 +104,18 @@ pub(crate) fn udp_socket(addr: SocketAddr, cfg: &ServerConfig) -> Result<UdpSock
 
 /// Per-connection options: `TCP_NODELAY` and keepalive. (The idle and write timeouts are kept
 /// by the workers, since the sockets are non-blocking.)
-pub(crate) fn configure_stream(stream: &TcpStream, cfg: &ServerConfig) -> io::Result<()> {
-    stream.set_nodelay(cfg.nodelay)?;
+pub(crate) fn configure_stream(
+    stream: &impl std::os::fd::AsFd,
+    cfg: &ServerConfig,
+) -> io::Result<()> {
+    let stream = SockRef::from(stream);
+    stream.set_tcp_nodelay(cfg.nodelay)?;
     if let Some(k) = cfg.keepalive {
         let params = TcpKeepalive::new()
             .with_time(k.time)
             .with_interval(k.interval)
             .with_retries(k.retries);
-        SockRef::from(stream).set_tcp_keepalive(&params)?;
+        stream.set_tcp_keepalive(&params)?;
     }
     Ok(())
 }

@@ -6,19 +6,22 @@
 //! BENCHMARKS.md). Here an idle connection costs its socket and about 200 bytes; a connection
 //! holds a line buffer only while it has bytes in flight, and the staging buffer is per worker.
 //!
-//! Each worker owns its connections: no locks on the data path. The accept threads hand new
-//! connections over through a small inbox and a [`mio::Waker`].
+//! Each worker owns its connections: no locks on the data path. Every worker also watches every
+//! listening socket and accepts from it until the backlog is empty, so a storm of connections is
+//! taken off the kernel's accept queue by all cores at once, before the queue can overflow (an
+//! overflow makes the client wait a full second for its SYN to be retransmitted).
 
+use crate::net;
 use crate::server::Shared;
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use upcase_core::{LineFramer, Session, Summary, Transform};
+use upcase_core::{LineFramer, ServerError, Session, Summary, Transform};
 
 /// The token of the worker's waker; connections use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -27,6 +30,10 @@ const WAKER: Token = Token(usize::MAX);
 const READ_BUDGET: usize = 16;
 /// Spare line buffers a worker keeps for reuse.
 const POOL: usize = 64;
+/// Connections one listener may yield before the worker serves its connections again.
+const ACCEPT_BUDGET: usize = 1024;
+/// Pause after the process ran out of file descriptors, before accepting again.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A boxed user transform, as the core's `Transform` (the core has no `alloc` to do this).
 pub(crate) struct DynTransform(pub(crate) Box<dyn Transform + Send>);
@@ -40,24 +47,12 @@ impl Transform for DynTransform {
     }
 }
 
-type Conns = Vec<(std::net::TcpStream, SocketAddr)>;
-
-/// The accept side's view of a worker.
+/// What other threads hold of a worker: a way to wake it for shutdown.
 pub(crate) struct WorkerHandle {
-    inbox: Arc<Mutex<Conns>>,
     waker: Arc<Waker>,
 }
 
 impl WorkerHandle {
-    /// Hands a connection to the worker.
-    pub(crate) fn give(&self, stream: std::net::TcpStream, peer: SocketAddr) {
-        self.inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((stream, peer));
-        let _ = self.waker.wake();
-    }
-
     /// Wakes the worker so it notices a shutdown.
     pub(crate) fn wake(&self) {
         let _ = self.waker.wake();
@@ -68,13 +63,13 @@ impl WorkerHandle {
 pub(crate) fn new_worker() -> io::Result<(Poll, WorkerHandle)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    Ok((
-        poll,
-        WorkerHandle {
-            inbox: Arc::default(),
-            waker,
-        },
-    ))
+    Ok((poll, WorkerHandle { waker }))
+}
+
+/// The token of listener `i`, counted down from just below the waker's. Connection tokens are
+/// slot indices, far below.
+fn listener_token(i: usize) -> Token {
+    Token(usize::MAX - 1 - i)
 }
 
 /// One connection.
@@ -96,6 +91,8 @@ struct Conn {
     last_read: Instant,
     /// Since when the pending output has made no progress.
     stalled_since: Option<Instant>,
+    /// Whether the socket is watched for writability too (while output is pending).
+    watch_writable: bool,
     /// Counters of sessions already given back.
     done: Summary,
 }
@@ -113,6 +110,11 @@ enum Step {
 struct Worker<'s> {
     shared: &'s Shared,
     poll: Poll,
+    listeners: Vec<TcpListener>,
+    /// A listener used up its budget: accept again before sleeping.
+    accept_more: bool,
+    /// Out of file descriptors: no accepting until then.
+    accept_paused_until: Option<Instant>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     pool: Vec<Vec<u8>>,
@@ -121,11 +123,15 @@ struct Worker<'s> {
     draining: bool,
 }
 
-/// Runs a worker until shutdown has drained all its connections.
-pub(crate) fn run_worker(shared: &Shared, poll: Poll, inbox: &WorkerHandle) {
+/// Runs a worker until shutdown has drained all its connections. `listeners` are this worker's
+/// handles of the listening sockets (duplicates of the server's, non-blocking).
+pub(crate) fn run_worker(shared: &Shared, poll: Poll, listeners: Vec<std::net::TcpListener>) {
     let mut w = Worker {
         shared,
         poll,
+        listeners: Vec::new(),
+        accept_more: true,
+        accept_paused_until: None,
         conns: Vec::new(),
         free: Vec::new(),
         pool: Vec::new(),
@@ -133,11 +139,22 @@ pub(crate) fn run_worker(shared: &Shared, poll: Poll, inbox: &WorkerHandle) {
         ready: VecDeque::new(),
         draining: false,
     };
-    w.event_loop(inbox);
+    for (i, l) in listeners.into_iter().enumerate() {
+        let mut l = TcpListener::from_std(l);
+        match w
+            .poll
+            .registry()
+            .register(&mut l, listener_token(i), Interest::READABLE)
+        {
+            Ok(()) => w.listeners.push(l),
+            Err(e) => tracing::error!(error = %e, "cannot watch a listening socket"),
+        }
+    }
+    w.event_loop();
 }
 
 impl Worker<'_> {
-    fn event_loop(&mut self, inbox: &WorkerHandle) {
+    fn event_loop(&mut self) {
         let cfg = &self.shared.config;
         let sweep_every = [cfg.idle_timeout, cfg.write_timeout]
             .into_iter()
@@ -151,8 +168,12 @@ impl Worker<'_> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = if self.ready.is_empty() {
-                next_sweep.saturating_duration_since(now)
+            let mut wake_at = next_sweep;
+            if let Some(t) = self.accept_paused_until {
+                wake_at = wake_at.min(t);
+            }
+            let timeout = if self.ready.is_empty() && !self.accept_more {
+                wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -165,7 +186,12 @@ impl Worker<'_> {
             }
             for ev in &events {
                 if ev.token() == WAKER {
-                    self.adopt(inbox);
+                    continue;
+                }
+                if let Some(i) =
+                    (0..self.listeners.len()).find(|&i| listener_token(i) == ev.token())
+                {
+                    self.accept_more |= self.accept(i);
                     continue;
                 }
                 let k = ev.token().0;
@@ -185,12 +211,23 @@ impl Worker<'_> {
                     self.drive(k);
                 }
             }
+            if self
+                .accept_paused_until
+                .is_some_and(|t| Instant::now() >= t)
+            {
+                self.accept_paused_until = None;
+                self.accept_more = true;
+            }
+            if std::mem::take(&mut self.accept_more) && self.accept_paused_until.is_none() {
+                for i in 0..self.listeners.len() {
+                    self.accept_more |= self.accept(i);
+                }
+            }
             if !self.draining && self.shared.stopping.load(Ordering::Acquire) {
                 self.begin_drain();
                 drain_deadline = Some(Instant::now() + cfg.drain_timeout);
             }
             if self.draining {
-                self.adopt(inbox); // connections accepted just before the stop
                 if self.conns.iter().all(Option::is_none) {
                     return;
                 }
@@ -210,53 +247,81 @@ impl Worker<'_> {
         }
     }
 
-    /// Registers the connections the accept threads handed over.
-    fn adopt(&mut self, inbox: &WorkerHandle) {
-        let new = std::mem::take(&mut *inbox.inbox.lock().unwrap_or_else(PoisonError::into_inner));
-        for (std_stream, peer) in new {
-            if let Err(e) = std_stream.set_nonblocking(true) {
-                tracing::debug!(%peer, error = %e, "cannot make the connection non-blocking");
-                self.shared.release_slot();
-                continue;
-            }
-            let mut stream = TcpStream::from_std(std_stream);
-            let k = self.free.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(k),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::debug!(%peer, error = %e, "cannot register the connection");
-                self.free.push(k);
-                self.shared.release_slot();
-                continue;
-            }
-            tracing::debug!(%peer, "connection opened");
-            self.conns[k] = Some(Conn {
-                stream,
-                peer,
-                session: None,
-                transform: Some(DynTransform((self.shared.config.transform)())),
-                pending: Vec::new(),
-                sent: 0,
-                drained: false,
-                read_closed: false,
-                last_read: Instant::now(),
-                stalled_since: None,
-                done: Summary::default(),
-            });
-            if self.draining {
-                self.drain_one(k);
+    /// Accepts from listener `i` until its backlog is empty or the budget is spent. Returns
+    /// whether more may be waiting.
+    fn accept(&mut self, i: usize) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listeners.get(i) else {
+                return false;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if net::is_fd_exhaustion(&e) => {
+                    tracing::warn!(error = %e, "out of file descriptors; backing off");
+                    self.accept_paused_until = Some(Instant::now() + EMFILE_BACKOFF);
+                    return false;
+                }
+                // ECONNABORTED and friends: that one connection is gone, the listener is fine.
+                Err(e) => tracing::debug!(error = %e, "accept failed"),
             }
         }
+        true
+    }
+
+    /// Takes a new connection under the cap, or refuses it with an error line.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let shared = self.shared;
+        if !shared.take_slot() {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "refused: connection cap reached");
+            // Best effort: the socket is non-blocking, and a fresh one has room for one line.
+            let _ = stream.write(ServerError::TooManyConnections.reply());
+            return;
+        }
+        if let Err(e) = net::configure_stream(&stream, &shared.config) {
+            tracing::debug!(%peer, error = %e, "cannot configure connection");
+        }
+        let k = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        // Readable only: writability is watched just while replies wait for room (see
+        // `drive`), so a new connection costs no wake-up of its own.
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(k), Interest::READABLE)
+        {
+            tracing::debug!(%peer, error = %e, "cannot register the connection");
+            self.free.push(k);
+            shared.release_slot();
+            return;
+        }
+        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "connection opened");
+        self.conns[k] = Some(Conn {
+            stream,
+            peer,
+            session: None,
+            transform: Some(DynTransform((shared.config.transform)())),
+            pending: Vec::new(),
+            sent: 0,
+            drained: false,
+            read_closed: false,
+            last_read: Instant::now(),
+            stalled_since: None,
+            watch_writable: false,
+            done: Summary::default(),
+        });
     }
 
     /// Graceful shutdown: stop reading new data, answer what was received, then close.
     fn begin_drain(&mut self) {
         self.draining = true;
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         for k in 0..self.conns.len() {
             self.drain_one(k);
         }
@@ -305,11 +370,37 @@ impl Worker<'_> {
     }
 
     fn drive(&mut self, k: usize) {
-        match self.step(k) {
+        let step = match self.step(k) {
+            Step::Close(why) => Step::Close(why),
+            other => self
+                .watch(k)
+                .map_or(Step::Close("cannot watch the socket"), |()| other),
+        };
+        match step {
             Step::Wait => {}
             Step::Yield => self.ready.push_back(k),
             Step::Close(why) => self.close(k, why),
         }
+    }
+
+    /// Watches connection `k` for writability exactly while it has output waiting.
+    fn watch(&mut self, k: usize) -> io::Result<()> {
+        let Some(Some(c)) = self.conns.get_mut(k) else {
+            return Ok(());
+        };
+        let want = c.sent < c.pending.len();
+        if want != c.watch_writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            self.poll
+                .registry()
+                .reregister(&mut c.stream, Token(k), interest)?;
+            c.watch_writable = want;
+        }
+        Ok(())
     }
 
     /// Moves bytes until the connection has to wait for the socket.

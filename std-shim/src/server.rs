@@ -2,19 +2,16 @@
 
 use crate::config::{MAX_UDP_PAYLOAD, ServerConfig};
 use crate::net::{self, BindError};
-use crate::reactor::{self, DynTransform, WorkerHandle};
-use socket2::SockRef;
-use std::io::{self, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
+use crate::reactor::{self, DynTransform};
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use upcase_core::{ServerError, transform_datagram};
+use upcase_core::transform_datagram;
 /// How often a UDP thread looks at the stop flag while no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
-/// Pause after the process ran out of file descriptors, before accepting again.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Counters of a server's whole life, as [`Server::run`] returns them and logs them at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,6 +84,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Counts a new connection against the cap; `false` (and nothing counted) at the cap.
+    pub(crate) fn take_slot(&self) -> bool {
+        let max = self.config.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// A connection ended: its place under the cap is free.
     pub(crate) fn release_slot(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
@@ -222,24 +229,26 @@ impl Server {
             for _ in 0..workers {
                 let (poll, handle) = reactor::new_worker()
                     .unwrap_or_else(|e| panic!("cannot create an event poller: {e}"));
-                let handle = Arc::new(handle);
-                handles.push(handle.clone());
+                // Every worker gets its own handle of every listening socket.
+                let listeners: Vec<TcpListener> = self
+                    .tcp
+                    .iter()
+                    .map(|l| {
+                        l.try_clone()
+                            .and_then(|c| c.set_nonblocking(true).map(|()| c))
+                    })
+                    .collect::<io::Result<_>>()
+                    .unwrap_or_else(|e| panic!("cannot share a listening socket: {e}"));
+                handles.push(handle);
                 let shared = self.shared.clone();
                 threads.push(spawn_named("upcase-worker", move || {
-                    reactor::run_worker(&shared, poll, &handle);
+                    reactor::run_worker(&shared, poll, listeners);
                 }));
             }
         }
-        let handles: Arc<[Arc<WorkerHandle>]> = handles.into();
-        let mut listeners = Vec::new();
-        for listener in self.tcp {
-            let listener = Arc::new(listener);
-            listeners.push(listener.clone());
-            let (shared, handles) = (self.shared.clone(), handles.clone());
-            threads.push(spawn_named("upcase-accept", move || {
-                accept_loop(&shared, &listener, &handles);
-            }));
-        }
+        // The workers hold the listening sockets from here; when the last handle closes, the
+        // kernel stops completing handshakes for us.
+        drop(self.tcp);
         for socket in self.udp {
             let shared = self.shared.clone();
             threads.push(spawn_named("upcase-udp", move || {
@@ -261,13 +270,9 @@ impl Server {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         drop(stop);
-        // Stop accepting (`shutdown(Read)` on a listening socket wakes a blocked accept on
-        // Linux), then let every worker drain its connections.
+        // Every worker stops accepting, answers what it received, and closes.
         self.shared.stopping.store(true, Ordering::Release);
-        for l in &listeners {
-            let _ = SockRef::from(&**l).shutdown(Shutdown::Read);
-        }
-        for h in handles.iter() {
+        for h in &handles {
             h.wake();
         }
         for t in threads {
@@ -296,49 +301,6 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> 
         .name(name.into())
         .spawn(f)
         .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
-}
-
-fn accept_loop(shared: &Shared, listener: &TcpListener, workers: &[Arc<WorkerHandle>]) {
-    let mut next = 0usize;
-    loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) if net::is_fd_exhaustion(&e) => {
-                tracing::warn!(error = %e, "out of file descriptors; backing off");
-                thread::sleep(EMFILE_BACKOFF);
-                continue;
-            }
-            Err(e) => {
-                // ECONNABORTED and friends: that one connection is gone, the listener is fine.
-                tracing::debug!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let cfg = &shared.config;
-        if shared.active.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
-            shared.release_slot();
-            bump(&shared.counters.refused, 1);
-            tracing::debug!(%peer, "refused: connection cap reached");
-            // Best effort, never blocking the accept loop.
-            let _ = stream.set_nonblocking(true);
-            let _ = (&stream).write(ServerError::TooManyConnections.reply());
-            continue;
-        }
-        if let Err(e) = net::configure_stream(&stream, cfg) {
-            tracing::debug!(%peer, error = %e, "cannot configure connection");
-        }
-        bump(&shared.counters.connections, 1);
-        let Some(worker) = workers.get(next % workers.len().max(1)) else {
-            shared.release_slot();
-            continue;
-        };
-        next = next.wrapping_add(1);
-        worker.give(stream, peer);
-    }
 }
 
 fn udp_loop(shared: &Shared, socket: &UdpSocket) {
