@@ -49,6 +49,12 @@ class Server:
             _, kind, addr = line.split()
             self.addrs[kind] = addr
 
+    def cpu_seconds(self):
+        """User plus system CPU time the server has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
@@ -84,7 +90,9 @@ def scenario(title, servers, kind, args, metric, reps):
         for name in servers:
             srv = Server(name)
             try:
+                cpu0 = srv.cpu_seconds()
                 r = bench(srv.addrs[kind], args)
+                r["cpu_us_per_req"] = (srv.cpu_seconds() - cpu0) * 1e6 / max(r["requests"], 1)
             finally:
                 srv.stop()
             runs[name].append(r)
@@ -97,6 +105,7 @@ def scenario(title, servers, kind, args, metric, reps):
             "mismatches": sum(r["mismatches"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
             "lost": sum(r.get("lost", 0) for r in rs),
+            "cpu": statistics.median(r["cpu_us_per_req"] for r in rs),
         }
         if rs[0].get("latency_us"):
             medians[name]["p50"] = statistics.median(r["latency_us"]["p50"] for r in rs)
@@ -215,6 +224,16 @@ def main():
     r2 = ratio(udp, "req_per_s", "upcase", "tokio")
     w(f"| udp, 8 sockets, 64 B: req/s | {udp['upcase']['req_per_s']:.0f} | | {udp['tokio']['req_per_s']:.0f} | | {r2:.2f}× | ≥ 1.0× tokio | {mark(r2 >= 1.0)} |")
     w(f"| udp losses (all runs) | {udp['upcase']['lost']} | | {udp['tokio']['lost']} | | | | |")
+    w("")
+    w("Server CPU time (user + system) per request, from `/proc/PID/stat` over each run, median;")
+    w("lower is better, and unlike throughput it does not depend on how the scheduler shares the")
+    w("two cores between the server and the load generator:")
+    w("")
+    w("| scenario | upcase µs/req | naive µs/req | tokio µs/req |")
+    w("| --- | --- | --- | --- |")
+    for title, rows in (("pingpong", ping), ("stream", strm), ("stream, Unicode", strm_u), ("udp", udp)):
+        cells = " | ".join(f"{rows[n]['cpu']:.2f}" if n in rows else "" for n in ("upcase", "naive", "tokio"))
+        w(f"| {title} | {cells} |")
     w("")
     w(f"Runs (req/s or MB/s): pingpong {json.dumps({k: v['all'] for k, v in ping.items()})}; "
       f"stream {json.dumps({k: v['all'] for k, v in strm.items()})}; "

@@ -310,46 +310,21 @@ fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
 }
 
 fn pingpong(load: Load<'_>, conns: usize) -> Outcome {
-    let Load {
-        addr,
-        p,
-        c,
-        timeout,
-        ..
-    } = load;
+    // Event-driven, one thread per core: a client that spends little CPU per request leaves
+    // the machine to the server it measures.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(conns);
     let samples: Vec<Vec<u32>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..conns)
-            .map(|w| {
-                s.spawn(move || {
-                    let mut lat = Vec::new();
-                    let Ok(mut sock) = connect(addr, timeout) else {
-                        bump(&c.errors, 1);
-                        return lat;
-                    };
-                    let mut buf = vec![0u8; p.replies.iter().map(Vec::len).max().unwrap_or(0)];
-                    let mut i = w;
-                    while !load.over() {
-                        i = (i + 1) % p.requests.len();
-                        let t0 = Instant::now();
-                        let want = &p.replies[i];
-                        let got = &mut buf[..want.len()];
-                        if sock
-                            .write_all(&p.requests[i])
-                            .and_then(|()| sock.read_exact(got))
-                            .is_err()
-                        {
-                            bump(&c.errors, 1);
-                            break;
-                        }
-                        lat.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                        if got != &want[..] {
-                            bump(&c.mismatches, 1);
-                            break;
-                        }
-                        bump(&c.requests, 1);
-                        bump(&c.reply_bytes, want.len() as u64);
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<usize> = (t..conns).step_by(threads).collect();
+                s.spawn(move || match pingpong_thread(load, &mine) {
+                    Ok(lat) => lat,
+                    Err(_) => {
+                        bump(&load.c.errors, 1);
+                        Vec::new()
                     }
-                    lat
                 })
             })
             .collect();
@@ -375,6 +350,92 @@ fn pingpong(load: Load<'_>, conns: usize) -> Outcome {
         elapsed: Some(elapsed),
         ..Outcome::default()
     }
+}
+
+/// One connection of [`pingpong_thread`]: the request in flight and how much of its reply came.
+struct InFlight {
+    sock: mio::net::TcpStream,
+    idx: usize,
+    sent: usize,
+    got: usize,
+    t0: Instant,
+    buf: Vec<u8>,
+}
+
+/// Drives the connections numbered `ids`, one request in flight on each, until the load is
+/// over; returns the latencies in microseconds.
+fn pingpong_thread(load: Load<'_>, ids: &[usize]) -> std::io::Result<Vec<u32>> {
+    use mio::{Events, Interest, Poll, Token};
+    let Load { p, c, .. } = load;
+    let mut poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(ids.len());
+    let max_reply = p.replies.iter().map(Vec::len).max().unwrap_or(0);
+    for (j, &id) in ids.iter().enumerate() {
+        let std_sock = connect(load.addr, load.timeout)?;
+        std_sock.set_nonblocking(true)?;
+        let mut sock = mio::net::TcpStream::from_std(std_sock);
+        poll.registry()
+            .register(&mut sock, Token(j), Interest::READABLE | Interest::WRITABLE)?;
+        conns.push(InFlight {
+            sock,
+            idx: id % p.requests.len(),
+            sent: 0,
+            got: 0,
+            t0: Instant::now(),
+            buf: vec![0u8; max_reply],
+        });
+    }
+    let mut lat = Vec::new();
+    let mut events = Events::with_capacity(256);
+    let mut last_progress = Instant::now();
+    while !load.over() {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        if events.is_empty() && last_progress.elapsed() > load.timeout {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        for ev in &events {
+            let Some(f) = conns.get_mut(ev.token().0) else {
+                continue;
+            };
+            loop {
+                // Send what is left of the request.
+                let req = &p.requests[f.idx];
+                while f.sent < req.len() {
+                    match f.sock.write(&req[f.sent..]) {
+                        Ok(n) => f.sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Read the reply, no further than its known length.
+                let want = &p.replies[f.idx];
+                match f.sock.read(&mut f.buf[f.got..want.len()]) {
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => f.got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+                if f.got < want.len() {
+                    continue;
+                }
+                lat.push(f.t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                if f.buf[..want.len()] != want[..] {
+                    bump(&c.mismatches, 1);
+                    return Ok(lat);
+                }
+                bump(&c.requests, 1);
+                bump(&c.reply_bytes, want.len() as u64);
+                last_progress = Instant::now();
+                // The next request on this connection.
+                f.idx = (f.idx + 1) % p.requests.len();
+                (f.sent, f.got, f.t0) = (0, 0, Instant::now());
+                if load.over() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(lat)
 }
 
 fn stream(load: Load<'_>, conns: usize, window: usize) -> Outcome {
