@@ -31,11 +31,13 @@ for m in "$FIRMWARE" "$QEMU_TEST" fuzz/Cargo.toml; do cargo fmt --manifest-path 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p upcase-core --all-targets --no-default-features -- -D warnings
+cargo clippy -p upcase-core --all-targets --no-default-features --features unicode -- -D warnings
 cargo clippy -p upcase-core --all-targets --features async -- -D warnings
 
 step "tests"
 cargo test --workspace
 cargo test -p upcase-core --no-default-features
+cargo test -p upcase-core --no-default-features --features unicode   # the firmware's build
 cargo test -p upcase-core --features async
 
 step "core on thumb targets"

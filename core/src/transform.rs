@@ -119,6 +119,9 @@ impl Uppercase {
 
     /// Copies held output into `out`; returns bytes written.
     fn drain_pending(&mut self, out: &mut [u8]) -> usize {
+        if self.pending_len == 0 {
+            return 0;
+        }
         let held = &self.pending[usize::from(self.pending_pos)..usize::from(self.pending_len)];
         let n = held.len().min(out.len());
         out[..n].copy_from_slice(&held[..n]);
@@ -204,12 +207,28 @@ fn upper(c: char) -> core::iter::Once<char> {
 /// least [`MAX_CHAR_EXPANSION`] bytes. Returns the length written.
 #[inline]
 fn write_upper(c: char, out: &mut [u8]) -> usize {
-    if let Some(u) = simple_upper(c) {
-        return u.encode_utf8(out).len();
+    if !cfg!(feature = "fast") {
+        return write_upper_slow(c, out);
+    }
+    if let (Some(u), Some(dst)) = (simple_upper(c), out.get_mut(..2)) {
+        // Every simple mapping is from two bytes to two bytes.
+        let u = u as u32;
+        dst[0] = 0xC0 | (u >> 6) as u8;
+        dst[1] = 0x80 | (u & 0x3F) as u8;
+        return 2;
+    }
+    if let ('ß', Some(dst)) = (c, out.get_mut(..2)) {
+        dst.copy_from_slice(b"SS"); // the one special casing common in running text
+        return 2;
     }
     if is_caseless(c) {
         return c.encode_utf8(out).len();
     }
+    write_upper_slow(c, out)
+}
+
+/// [`write_upper`] by `char::to_uppercase` alone: the smallest code, the same output.
+fn write_upper_slow(c: char, out: &mut [u8]) -> usize {
     let mut n = 0;
     for u in upper(c) {
         let Some(dst) = out.get_mut(n..n + u.len_utf8()) else {
@@ -220,17 +239,26 @@ fn write_upper(c: char, out: &mut [u8]) -> usize {
     n
 }
 
-/// The one-to-one mappings of the busiest two-byte blocks (Latin-1, Greek, Cyrillic), by
-/// arithmetic instead of a table search. `None` for every other character. A unit test checks
-/// every code point against `char::to_uppercase`.
+/// The one-to-one mappings of the busiest two-byte blocks (Latin-1, Latin Extended-A, Greek,
+/// Cyrillic), by arithmetic instead of a table search; each maps two UTF-8 bytes to two. `None`
+/// for every other character. A unit test checks every code point against
+/// `char::to_uppercase`.
 #[inline]
 fn simple_upper(c: char) -> Option<char> {
     let cp = c as u32;
     let down = match cp {
         0x00E0..=0x00FE if cp != 0x00F7 => 0x20,
         0x00C0..=0x00DE if cp != 0x00D7 => 0,
+        // Latin Extended-A: pairs, upper then lower.
+        0x0100..=0x012F | 0x0132..=0x0137 | 0x014A..=0x0177 => cp & 1,
+        // Latin Extended-A: pairs, lower after upper at odd code points.
+        0x0139..=0x0148 | 0x0179..=0x017E => u32::from(cp & 1 == 0),
         0x03B1..=0x03CB if cp != 0x03C2 => 0x20,
         0x03C2 => 0x1F,
+        0x03AC => 0x26,
+        0x03AD..=0x03AF => 0x25,
+        0x03CC => 0x40,
+        0x03CD..=0x03CE => 0x3F,
         0x0391..=0x03A9 => 0,
         0x0430..=0x044F => 0x20,
         0x0450..=0x045F => 0x50,
@@ -240,10 +268,127 @@ fn simple_upper(c: char) -> Option<char> {
     char::from_u32(cp - down)
 }
 
-/// Large blocks with no case mapping (CJK, kana, Hangul, Yi): copied without a table look-up.
-/// A unit test checks every code point in them.
+/// Large blocks with no case mapping (Hebrew to Tibetan, CJK, kana, Hangul, Yi, emoji, …):
+/// copied without a table look-up. A unit test checks every code point in them.
+#[inline]
 fn is_caseless(c: char) -> bool {
-    matches!(c as u32, 0x2D2E..=0xA63F | 0xABC0..=0xFAFF) || !cfg!(feature = "unicode")
+    matches!(
+        c as u32,
+        0x0588..=0x10CF
+            | 0x13FE..=0x1C7F
+            | 0x24EA..=0x2C2F
+            | 0x2D2E..=0xA63F
+            | 0xABC0..=0xFAFF
+            | 0xFB18..=0xFF40
+            | 0xFF5B..=0x10427
+            | 0x105BD..=0x10CBF
+            | 0x10D86..=0x118BF
+            | 0x118E0..=0x16E5F
+            | 0x16ED4..=0x1E921
+            | 0x1E944..=0x10FFFF
+    ) || !cfg!(feature = "unicode")
+}
+
+/// Decodes the complete, valid character at `s[i..]`, if there is one: its code point and
+/// length. `None` for anything else (invalid bytes, or a sequence cut by the end of `s`),
+/// which the careful path then handles byte by byte.
+#[inline]
+fn decode_at(s: &[u8], i: usize) -> Option<(u32, usize)> {
+    let b0 = *s.get(i)?;
+    let cont = |k: usize| {
+        s.get(i + k)
+            .copied()
+            .filter(|b| b & 0xC0 == 0x80)
+            .map(|b| u32::from(b & 0x3F))
+    };
+    match b0 {
+        0xC2..=0xDF => Some(((u32::from(b0 & 0x1F) << 6) | cont(1)?, 2)),
+        0xE0..=0xEF => {
+            let b1 = *s.get(i + 1)?;
+            let ok = match b0 {
+                0xE0 => (0xA0..=0xBF).contains(&b1),
+                0xED => (0x80..=0x9F).contains(&b1),
+                _ => b1 & 0xC0 == 0x80,
+            };
+            ok.then_some(())?;
+            Some((
+                (u32::from(b0 & 0x0F) << 12) | (u32::from(b1 & 0x3F) << 6) | cont(2)?,
+                3,
+            ))
+        }
+        0xF0..=0xF4 => {
+            let b1 = *s.get(i + 1)?;
+            let ok = match b0 {
+                0xF0 => (0x90..=0xBF).contains(&b1),
+                0xF4 => (0x80..=0x8F).contains(&b1),
+                _ => b1 & 0xC0 == 0x80,
+            };
+            ok.then_some(())?;
+            let cp = (u32::from(b0 & 0x07) << 18)
+                | (u32::from(b1 & 0x3F) << 12)
+                | (cont(2)? << 6)
+                | cont(3)?;
+            Some((cp, 4))
+        }
+        _ => None,
+    }
+}
+
+/// The fast loop of [`Uppercase::process`]: ASCII and complete valid characters, written
+/// straight into `out` while it has room for the longest expansion. Returns (read, written);
+/// `(0, 0)` when the first byte needs the careful path.
+#[inline]
+fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
+    if !cfg!(all(feature = "unicode", feature = "fast")) {
+        return (0, 0);
+    }
+    let (mut i, mut o) = (0, 0);
+    while i < input.len() && out.len() - o >= MAX_CHAR_EXPANSION {
+        let b0 = input[i];
+        if b0 < 0x80 {
+            // A lone ASCII byte inline; a run of them through the wide loop.
+            if input.get(i + 1).is_some_and(|b| b.is_ascii()) {
+                let n = ascii_upper_run(&input[i..], &mut out[o..]);
+                i += n;
+                o += n;
+            } else {
+                out[o] = b0.to_ascii_uppercase();
+                i += 1;
+                o += 1;
+            }
+            continue;
+        }
+        // Two-byte letters with a two-byte mapping (Latin, Greek, Cyrillic): no detour
+        // through the general decoder.
+        if let (0xC2..=0xDF, Some(&b1)) = (b0, input.get(i + 1))
+            && b1 & 0xC0 == 0x80
+        {
+            let cp = (u32::from(b0 & 0x1F) << 6) | u32::from(b1 & 0x3F);
+            if let Some(u) = char::from_u32(cp).and_then(simple_upper) {
+                let u = u as u32;
+                out[o] = 0xC0 | (u >> 6) as u8;
+                out[o + 1] = 0x80 | (u & 0x3F) as u8;
+                i += 2;
+                o += 2;
+                continue;
+            }
+        }
+        let Some((cp, len)) = decode_at(input, i) else {
+            break;
+        };
+        let Some(c) = char::from_u32(cp) else {
+            break;
+        };
+        if len > 2 && is_caseless(c) {
+            // CJK, kana, emoji and the like come back as they are.
+            out[o..o + len].copy_from_slice(&input[i..i + len]);
+            o += len;
+        } else {
+            o += write_upper(c, &mut out[o..]);
+        }
+        i += len;
+    }
+    (i, o)
 }
 
 impl Transform for Uppercase {
@@ -264,6 +409,15 @@ impl Transform for Uppercase {
         while read < input.len() && written < output.len() {
             let rest = &input[read..];
             let out = &mut output[written..];
+            // The fast loop takes every complete, valid character while the output has room
+            // for any of them; it stops at the first thing it leaves to the careful steps
+            // below (invalid bytes, a sequence cut by the end of the input, a full output).
+            let (r, w) = fast_run(rest, out);
+            if r > 0 {
+                read += r;
+                written += w;
+                continue;
+            }
             // ASCII fast path: a run of ASCII bytes, as long as both sides allow.
             let n = ascii_upper_run(rest, out);
             if n > 0 {
@@ -315,27 +469,24 @@ impl Transform for Uppercase {
 }
 
 /// Uppercases the leading ASCII run of `input` into `out`, as far as both allow; returns its
-/// length. Eight bytes per step while they are all ASCII (SWAR: no byte can carry into the next,
-/// since each is below 0x80), then byte by byte to the end of the run.
+/// length. With the `fast` feature, thirty-two bytes per step while they are all ASCII, in
+/// loops the compiler turns into vector instructions; then byte by byte to the end of the run.
 #[inline]
 fn ascii_upper_run(input: &[u8], out: &mut [u8]) -> usize {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const WIDE: usize = 32;
     let n = input.len().min(out.len());
     let (input, out) = (&input[..n], &mut out[..n]);
     let mut i = 0;
-    for (src, dst) in input.chunks_exact(8).zip(out.chunks_exact_mut(8)) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(src);
-        let w = u64::from_le_bytes(word);
-        if w & HIGH != 0 {
-            break;
+    if cfg!(feature = "fast") {
+        for (src, dst) in input.chunks_exact(WIDE).zip(out.chunks_exact_mut(WIDE)) {
+            if src.iter().fold(0u8, |acc, &b| acc | b) >= 0x80 {
+                break;
+            }
+            for (d, &b) in dst.iter_mut().zip(src) {
+                *d = b ^ (u8::from(b.is_ascii_lowercase()) << 5);
+            }
+            i += WIDE;
         }
-        // High bit of each byte: set if the byte is >= b'a' and not > b'z'.
-        let at_least_a = w + 0x1F1F_1F1F_1F1F_1F1F; // b + (0x80 - b'a')
-        let above_z = w + 0x0505_0505_0505_0505; // b + (0x80 - b'z' - 1)
-        let lower = at_least_a & !above_z & HIGH;
-        dst.copy_from_slice(&(w ^ (lower >> 2)).to_le_bytes());
-        i += 8;
     }
     while i < n && input[i].is_ascii() {
         out[i] = input[i].to_ascii_uppercase();
@@ -503,7 +654,11 @@ pub(crate) mod tests {
             }
             if let Some(u) = simple_upper(c) {
                 assert_eq!(s, String::from(u), "{c:?} in the fast two-byte mapping");
+                assert_eq!((c.len_utf8(), u.len_utf8()), (2, 2), "{c:?}");
             }
+            let mut out = [0u8; MAX_CHAR_EXPANSION];
+            let n = write_upper(c, &mut out);
+            assert_eq!(&out[..n], s.as_bytes(), "{c:?} through write_upper");
         }
     }
 
@@ -517,6 +672,11 @@ pub(crate) mod tests {
             let s = c.encode_utf8(&mut buf);
             assert!(
                 matches!(utf8::next(s.as_bytes()), utf8::Step::Char(d, n) if d == c && n == s.len()),
+                "{c:?}"
+            );
+            assert_eq!(
+                decode_at(s.as_bytes(), 0),
+                Some((c as u32, s.len())),
                 "{c:?}"
             );
         }
