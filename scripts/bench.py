@@ -288,6 +288,9 @@ def main():
                 ns, tp = crit[("framer", "lines", n)]
                 w(f"| {n} B | {tp['Elements'] / ns * 1e3:.1f} |")
         w("")
+    history = ROOT / "benches/history.md"
+    if history.exists():
+        lines.append(history.read_text().rstrip())
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}", file=sys.stderr)
 
