@@ -289,49 +289,15 @@ fn is_caseless(c: char) -> bool {
     ) || !cfg!(feature = "unicode")
 }
 
-/// Decodes the complete, valid character at `s[i..]`, if there is one: its code point and
-/// length. `None` for anything else (invalid bytes, or a sequence cut by the end of `s`),
-/// which the careful path then handles byte by byte.
+/// Decodes the complete, valid character at `s[i..]`, if there is one, with its length.
+/// `None` for anything else (invalid bytes, or a sequence cut by the end of `s`), which the
+/// careful path then handles byte by byte. The same rules as [`utf8::next`].
 #[inline]
-fn decode_at(s: &[u8], i: usize) -> Option<(u32, usize)> {
-    let b0 = *s.get(i)?;
-    let cont = |k: usize| {
-        s.get(i + k)
-            .copied()
-            .filter(|b| b & 0xC0 == 0x80)
-            .map(|b| u32::from(b & 0x3F))
-    };
-    match b0 {
-        0xC2..=0xDF => Some(((u32::from(b0 & 0x1F) << 6) | cont(1)?, 2)),
-        0xE0..=0xEF => {
-            let b1 = *s.get(i + 1)?;
-            let ok = match b0 {
-                0xE0 => (0xA0..=0xBF).contains(&b1),
-                0xED => (0x80..=0x9F).contains(&b1),
-                _ => b1 & 0xC0 == 0x80,
-            };
-            ok.then_some(())?;
-            Some((
-                (u32::from(b0 & 0x0F) << 12) | (u32::from(b1 & 0x3F) << 6) | cont(2)?,
-                3,
-            ))
-        }
-        0xF0..=0xF4 => {
-            let b1 = *s.get(i + 1)?;
-            let ok = match b0 {
-                0xF0 => (0x90..=0xBF).contains(&b1),
-                0xF4 => (0x80..=0x8F).contains(&b1),
-                _ => b1 & 0xC0 == 0x80,
-            };
-            ok.then_some(())?;
-            let cp = (u32::from(b0 & 0x07) << 18)
-                | (u32::from(b1 & 0x3F) << 12)
-                | (cont(2)? << 6)
-                | cont(3)?;
-            Some((cp, 4))
-        }
-        _ => None,
-    }
+fn decode_at(s: &[u8], i: usize) -> Option<(char, usize)> {
+    let len = utf8::width(*s.get(i)?);
+    let seq = s.get(i..i + len).filter(|seq| seq.len() > 1)?;
+    let valid = utf8::continues(&seq[..1], seq[1]) && seq[2..].iter().all(|b| b & 0xC0 == 0x80);
+    valid.then(|| utf8::decode(seq))?.map(|c| (c, len))
 }
 
 /// The fast loop of [`Uppercase::process`]: ASCII and complete valid characters, written
@@ -373,10 +339,7 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
                 continue;
             }
         }
-        let Some((cp, len)) = decode_at(input, i) else {
-            break;
-        };
-        let Some(c) = char::from_u32(cp) else {
+        let Some((c, len)) = decode_at(input, i) else {
             break;
         };
         if len > 2 && is_caseless(c) {
@@ -674,11 +637,7 @@ pub(crate) mod tests {
                 matches!(utf8::next(s.as_bytes()), utf8::Step::Char(d, n) if d == c && n == s.len()),
                 "{c:?}"
             );
-            assert_eq!(
-                decode_at(s.as_bytes(), 0),
-                Some((c as u32, s.len())),
-                "{c:?}"
-            );
+            assert_eq!(decode_at(s.as_bytes(), 0), Some((c, s.len())), "{c:?}");
         }
     }
 
