@@ -174,15 +174,24 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
         .collect();
     // Loaded clients: pipelining lines without pause while the signal arrives.
     let stop = std::sync::atomic::AtomicBool::new(false);
+    // Connected before the threads start, so none can arrive after the server has gone.
+    let socks: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    let (first_reply, replying) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
-        let loaders: Vec<_> = (0..4)
-            .map(|i| {
+        let loaders: Vec<_> = socks
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
                 let stop = &stop;
+                let first_reply = first_reply.clone();
                 scope.spawn(move || {
-                    let s = connect(addr);
                     let reader = s.try_clone().unwrap();
                     let read = std::thread::spawn(move || {
-                        let mut out = Vec::new();
+                        let mut out = vec![0u8; 1];
+                        // The first reply byte: this connection's load reaches the server.
+                        let got = (&reader).read(&mut out).unwrap_or(0);
+                        out.truncate(got);
+                        let _ = first_reply.send(());
                         let _ = (&reader).read_to_end(&mut out);
                         out
                     });
@@ -214,9 +223,12 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
                 })
             })
             .collect();
-        // Let the load reach the server before the signal (bounded: one round trip).
-        let mut probe = TcpClient::connect(addr, LIMIT).unwrap();
-        assert_eq!(probe.request(b"probe").unwrap(), b"PROBE");
+        // Every loaded connection is being answered before the signal (bounded wait).
+        for _ in 0..4 {
+            replying
+                .recv_timeout(LIMIT)
+                .expect("load reaches the server");
+        }
         let status = server.terminate();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(status.success(), "exit status {status:?}");
