@@ -19,6 +19,16 @@ pub struct Summary {
     pub overlong: u64,
 }
 
+impl core::ops::AddAssign for Summary {
+    /// Adds another session's counters, for totals over sessions or connections.
+    fn add_assign(&mut self, other: Self) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.lines += other.lines;
+        self.overlong += other.overlong;
+    }
+}
+
 /// What the session is writing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Job {

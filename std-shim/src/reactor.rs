@@ -169,7 +169,10 @@ impl Worker<'_> {
         loop {
             let now = Instant::now();
             let mut wake_at = next_sweep;
-            if let Some(t) = self.accept_paused_until {
+            for t in [self.accept_paused_until, drain_deadline]
+                .into_iter()
+                .flatten()
+            {
                 wake_at = wake_at.min(t);
             }
             let timeout = if self.ready.is_empty() && !self.accept_more {
@@ -413,19 +416,18 @@ impl Worker<'_> {
         loop {
             // 1. Output the socket did not take last time goes first (backpressure: no reading
             //    while it is there).
-            while c.sent < c.pending.len() {
-                match c.stream.write(&c.pending[c.sent..]) {
-                    Ok(0) => return Step::Close("write returned 0"),
-                    Ok(n) => {
-                        c.sent += n;
-                        c.stalled_since = None;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        c.stalled_since.get_or_insert_with(Instant::now);
-                        return Step::Wait;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Step::Close("peer gone"),
+            if c.sent < c.pending.len() {
+                let n = match write_now(&mut c.stream, &c.pending[c.sent..]) {
+                    Ok(n) => n,
+                    Err(why) => return Step::Close(why),
+                };
+                c.sent += n;
+                if n > 0 {
+                    c.stalled_since = None;
+                }
+                if c.sent < c.pending.len() {
+                    c.stalled_since.get_or_insert_with(Instant::now);
+                    return Step::Wait;
                 }
             }
             if !c.pending.is_empty() {
@@ -436,16 +438,10 @@ impl Worker<'_> {
             if let Some(session) = c.session.as_mut() {
                 let n = session.poll_transmit(&mut self.staging);
                 if n > 0 {
-                    let mut off = 0;
-                    while off < n {
-                        match c.stream.write(&self.staging[off..n]) {
-                            Ok(0) => return Step::Close("write returned 0"),
-                            Ok(m) => off += m,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => return Step::Close("peer gone"),
-                        }
-                    }
+                    let off = match write_now(&mut c.stream, &self.staging[..n]) {
+                        Ok(off) => off,
+                        Err(why) => return Step::Close(why),
+                    };
                     if off < n {
                         c.pending.extend_from_slice(&self.staging[off..n]);
                         c.stalled_since = Some(Instant::now());
@@ -457,7 +453,7 @@ impl Worker<'_> {
                 }
                 // Nothing in flight: give the line buffer back until the peer sends again.
                 if let Some(session) = c.session.take_if(|s| s.is_idle()) {
-                    add(&mut c.done, session.summary());
+                    c.done += session.summary();
                     let (framer, transform) = session.into_parts();
                     c.transform = Some(transform);
                     if self.pool.len() < POOL {
@@ -523,7 +519,7 @@ impl Worker<'_> {
         self.free.push(k);
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(session) = c.session.take() {
-            add(&mut c.done, session.summary());
+            c.done += session.summary();
             let (framer, _) = session.into_parts();
             if self.pool.len() < POOL {
                 self.pool.push(framer.into_storage());
@@ -545,9 +541,18 @@ impl Worker<'_> {
     }
 }
 
-fn add(total: &mut Summary, s: Summary) {
-    total.bytes_in += s.bytes_in;
-    total.bytes_out += s.bytes_out;
-    total.lines += s.lines;
-    total.overlong += s.overlong;
+/// Writes as much of `buf` as the socket takes now; fewer bytes than `buf.len()` means it is
+/// full. `Err` names why the connection must close.
+fn write_now(stream: &mut TcpStream, buf: &[u8]) -> Result<usize, &'static str> {
+    let mut off = 0;
+    while off < buf.len() {
+        match stream.write(&buf[off..]) {
+            Ok(0) => return Err("write returned 0"),
+            Ok(m) => off += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err("peer gone"),
+        }
+    }
+    Ok(off)
 }
