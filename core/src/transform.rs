@@ -294,10 +294,25 @@ fn is_caseless(c: char) -> bool {
 /// careful path then handles byte by byte. The same rules as [`utf8::next`].
 #[inline]
 fn decode_at(s: &[u8], i: usize) -> Option<(char, usize)> {
-    let len = utf8::width(*s.get(i)?);
+    let b0 = *s.get(i)?;
+    let len = utf8::width(b0);
     let seq = s.get(i..i + len).filter(|seq| seq.len() > 1)?;
-    let valid = utf8::continues(&seq[..1], seq[1]) && seq[2..].iter().all(|b| b & 0xC0 == 0x80);
-    valid.then(|| utf8::decode(seq))?.map(|c| (c, len))
+    if !utf8::continues(&seq[..1], seq[1]) {
+        return None;
+    }
+    // Spelled out per length: this is the hot loop for non-ASCII text.
+    let cont = |k: usize| {
+        seq.get(k)
+            .filter(|b| *b & 0xC0 == 0x80)
+            .map(|b| u32::from(b & 0x3F))
+    };
+    let b1 = u32::from(seq[1] & 0x3F);
+    let cp = match len {
+        2 => (u32::from(b0 & 0x1F) << 6) | b1,
+        3 => (u32::from(b0 & 0x0F) << 12) | (b1 << 6) | cont(2)?,
+        _ => (u32::from(b0 & 0x07) << 18) | (b1 << 12) | (cont(2)? << 6) | cont(3)?,
+    };
+    char::from_u32(cp).map(|c| (c, len))
 }
 
 /// The fast loop of [`Uppercase::process`]: ASCII and complete valid characters, written
@@ -344,8 +359,7 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
         };
         if len > 2 && is_caseless(c) {
             // CJK, kana, emoji and the like come back as they are.
-            out[o..o + len].copy_from_slice(&input[i..i + len]);
-            o += len;
+            o += c.encode_utf8(&mut out[o..]).len();
         } else {
             o += write_upper(c, &mut out[o..]);
         }
