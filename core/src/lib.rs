@@ -1,7 +1,11 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(not(test), no_std)]
+#![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// Unit tests use std (proptest, Vec, String); the library itself never does.
+#[cfg(test)]
+extern crate std;
 
 mod datagram;
 mod drivers;
