@@ -133,11 +133,6 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         self.phase == Phase::Open
     }
 
-    /// Whether a partial line is buffered: bytes received that no `\n` has ended yet.
-    pub fn has_partial_line(&self) -> bool {
-        self.framing == Framing::Lines && self.framer.has_partial()
-    }
-
     /// Gives back the framer and the transform, for reuse on the next connection.
     pub fn into_parts(self) -> (LineFramer<B>, T) {
         (self.framer, self.transform)

@@ -12,7 +12,7 @@
 //! overflow makes the client wait a full second for its SYN to be retransmitted).
 
 use crate::net;
-use crate::server::Shared;
+use crate::server::{Shared, bump};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
@@ -276,7 +276,7 @@ impl Worker<'_> {
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         let shared = self.shared;
         if !shared.take_slot() {
-            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            bump(&shared.counters.refused, 1);
             tracing::debug!(%peer, "refused: connection cap reached");
             // Best effort: the socket is non-blocking, and a fresh one has room for one line.
             let _ = stream.write(ServerError::TooManyConnections.reply());
@@ -301,7 +301,7 @@ impl Worker<'_> {
             shared.release_slot();
             return;
         }
-        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        bump(&shared.counters.connections, 1);
         tracing::debug!(%peer, "connection opened");
         self.conns[k] = Some(Conn {
             stream,
@@ -356,10 +356,7 @@ impl Worker<'_> {
             let idle = c.stalled_since.is_none()
                 && cfg.idle_timeout.is_some_and(|lim| now - c.last_read >= lim);
             if stalled || idle {
-                self.shared
-                    .counters
-                    .timeouts
-                    .fetch_add(1, Ordering::Relaxed);
+                bump(&self.shared.counters.timeouts, 1);
                 self.close(
                     k,
                     if stalled {
@@ -453,12 +450,7 @@ impl Worker<'_> {
                 }
                 // Nothing in flight: give the line buffer back until the peer sends again.
                 if let Some(session) = c.session.take_if(|s| s.is_idle()) {
-                    c.done += session.summary();
-                    let (framer, transform) = session.into_parts();
-                    c.transform = Some(transform);
-                    if self.pool.len() < POOL {
-                        self.pool.push(framer.into_storage());
-                    }
+                    c.transform = Some(recycle(&mut self.pool, &mut c.done, session));
                 }
             }
             // 3. More input, unless the socket said it has none.
@@ -519,26 +511,27 @@ impl Worker<'_> {
         self.free.push(k);
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(session) = c.session.take() {
-            c.done += session.summary();
-            let (framer, _) = session.into_parts();
-            if self.pool.len() < POOL {
-                self.pool.push(framer.into_storage());
-            }
+            recycle(&mut self.pool, &mut c.done, session);
         }
-        let counters = &self.shared.counters;
-        counters.lines.fetch_add(c.done.lines, Ordering::Relaxed);
-        counters
-            .overlong
-            .fetch_add(c.done.overlong, Ordering::Relaxed);
-        counters
-            .bytes_in
-            .fetch_add(c.done.bytes_in, Ordering::Relaxed);
-        counters
-            .bytes_out
-            .fetch_add(c.done.bytes_out, Ordering::Relaxed);
+        self.shared.counters.add_session(&c.done);
         self.shared.release_slot();
         tracing::debug!(peer = %c.peer, lines = c.done.lines, why, "connection closed");
     }
+}
+
+/// Ends a session: adds its counters to `done`, keeps its line buffer in `pool` (up to
+/// [`POOL`]), and gives back the transform.
+fn recycle(
+    pool: &mut Vec<Vec<u8>>,
+    done: &mut Summary,
+    session: Session<Vec<u8>, DynTransform>,
+) -> DynTransform {
+    *done += session.summary();
+    let (framer, transform) = session.into_parts();
+    if pool.len() < POOL {
+        pool.push(framer.into_storage());
+    }
+    transform
 }
 
 /// Writes as much of `buf` as the socket takes now; fewer bytes than `buf.len()` means it is

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use upcase_core::transform_datagram;
+use upcase_core::{Summary, transform_datagram};
 /// How often a UDP thread looks at the stop flag while no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
 
@@ -50,6 +50,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Adds a finished connection's counters.
+    pub(crate) fn add_session(&self, s: &Summary) {
+        bump(&self.lines, s.lines);
+        bump(&self.overlong, s.overlong);
+        bump(&self.bytes_in, s.bytes_in);
+        bump(&self.bytes_out, s.bytes_out);
+    }
+
     fn snapshot(&self) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
@@ -66,7 +74,7 @@ impl Counters {
     }
 }
 
-fn bump(c: &AtomicU64, n: u64) {
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
