@@ -1,8 +1,6 @@
 //! `upcase`: the uppercase service's command line. `upcase serve` runs the server (the default
 //! when no subcommand is given); `upcase send` is a client.
 
-mod bench;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::ToSocketAddrs;
@@ -23,7 +21,6 @@ Examples:
   upcase send hello world                 prints HELLO WORLD
   upcase send --udp 'straße'              prints STRASSE, over UDP
   upcase send < lines.txt                 pipelines every line of the file
-  upcase bench --mode stream -c 8 -w 64   load a running server, verifying every reply
 
 Logging goes to stderr and is filtered with RUST_LOG (default: info), e.g. RUST_LOG=debug.";
 
@@ -44,9 +41,6 @@ enum Command {
     Serve(ServeArgs),
     /// Send lines to a server and print the replies.
     Send(SendArgs),
-    /// Load a server and measure it, verifying every reply (pingpong, stream, conns, udp).
-    /// Exits 1 if any reply was wrong or any connection failed.
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,15 +141,6 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Send(args)) => send(args),
-        Some(Command::Bench(args)) => bench::run(args)
-            .map(|ok| {
-                if ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            })
-            .map_err(|e| e as Box<dyn std::error::Error>),
     };
     match result {
         Ok(code) => code,

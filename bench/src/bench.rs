@@ -3,7 +3,7 @@
 
 mod soak;
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -27,7 +27,8 @@ pub(crate) enum Mode {
     Soak,
 }
 
-#[derive(Args)]
+#[derive(clap::Parser)]
+#[command(name = "upcase-bench", version, about = "Load an upcase server and measure it, verifying every reply.")]
 pub(crate) struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value = "pingpong")]
