@@ -8,7 +8,7 @@ use common::{LIMIT, ServerProc};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
-use upcase_std::{ServerError, TcpClient};
+use upcase_std::{ErrorReply, TcpClient};
 
 /// A field of /proc/PID/status, in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -66,7 +66,7 @@ fn a_line_that_never_ends_gets_one_error_and_bounded_memory() {
     s.write_all(b"\nafter\n").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let got = replies.join().unwrap();
-    let mut expect = ServerError::LineTooLong.reply().to_vec();
+    let mut expect = ErrorReply::LineTooLong.reply().to_vec();
     expect.extend_from_slice(b"AFTER\n");
     assert_eq!(got, expect);
     let grown = status_kib(server.pid(), "VmHWM:").saturating_sub(before);
@@ -151,7 +151,7 @@ fn connection_flood_beyond_the_cap_is_refused_cleanly() {
         let mut s = connect(addr);
         let mut got = Vec::new();
         match s.read_to_end(&mut got) {
-            Ok(_) => assert_eq!(got, ServerError::TooManyConnections.reply()),
+            Ok(_) => assert_eq!(got, ErrorReply::TooManyConnections.reply()),
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
     }

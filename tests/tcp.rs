@@ -6,7 +6,7 @@ use common::{LIMIT, Lines, ServerProc};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
-use upcase_std::{ClientError, RequestError, ServerError, TcpClient};
+use upcase_std::{ClientError, ErrorReply, RequestError, TcpClient};
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
@@ -82,7 +82,7 @@ fn overlong_line_then_good_line_on_the_same_connection() {
     let mut input = vec![b'x'; 100_000];
     input.extend_from_slice(b"\nexactly sixteen!\nok\n");
     let out = exchange(server.tcp[0], &input);
-    let mut expect = ServerError::LineTooLong.reply().to_vec();
+    let mut expect = ErrorReply::LineTooLong.reply().to_vec();
     expect.extend_from_slice(b"EXACTLY SIXTEEN!\nOK\n");
     assert_eq!(out, expect);
 }
@@ -131,7 +131,7 @@ fn connection_cap_refuses_cleanly_and_recovers() {
     let mut third = connect(addr);
     let mut got = Vec::new();
     third.read_to_end(&mut got).unwrap();
-    assert_eq!(got, ServerError::TooManyConnections.reply());
+    assert_eq!(got, ErrorReply::TooManyConnections.reply());
     drop(a);
     // Once a slot frees up, new clients are served again. The slot is released after the
     // server has seen the close, so retry (bounded) until it has.
@@ -145,7 +145,7 @@ fn connection_cap_refuses_cleanly_and_recovers() {
             }
             // Still refused: the error line, or, when our line reached the closed socket first,
             // a reset (PROTOCOL.md §2.3: the server closes right after the error line).
-            Err(ClientError::Request(RequestError::Rejected(ServerError::TooManyConnections)))
+            Err(ClientError::Request(RequestError::Rejected(ErrorReply::TooManyConnections)))
             | Err(ClientError::Request(RequestError::Io(_) | RequestError::UnexpectedEof)) => {
                 assert!(std::time::Instant::now() < deadline, "slot never freed");
             }
@@ -239,6 +239,6 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
     for (s, _) in &mut quiet {
         let mut rest = Vec::new();
         s.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, ServerError::ShuttingDown.reply());
+        assert_eq!(rest, ErrorReply::ShuttingDown.reply());
     }
 }

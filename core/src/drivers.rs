@@ -8,8 +8,8 @@ macro_rules! drivers {
         use $io::{Error as _, ErrorKind, Read, Write};
         use crate::error::{RequestError, ServeError};
         use crate::framer::{LineFramer, Overlong};
-        use crate::protocol::ServerError;
-        use crate::session::{Session, Summary};
+        use crate::protocol::ErrorReply;
+        use crate::session::Session;
         use crate::transform::Transform;
 
         /// Reads once into `buf`, retrying `Interrupted`. `Ok(0)` is end of stream.
@@ -35,7 +35,8 @@ macro_rules! drivers {
             Ok(())
         }
 
-        /// Serves one connection until the session is done, and returns its counters.
+        /// Serves one connection until the session is done. Its counters are then in
+        /// [`Session::counters`].
         ///
         /// Replies are batched: `staging` is filled with as many replies as the buffered input
         /// allows before each write, and flushed before every read, so a peer always has every
@@ -54,7 +55,7 @@ macro_rules! drivers {
             io: &mut IO,
             session: &mut Session<B, T>,
             staging: &mut [u8],
-        ) -> Result<Summary, ServeError<IO::Error>>
+        ) -> Result<(), ServeError<IO::Error>>
         where
             IO: Read + Write,
             B: AsRef<[u8]> + AsMut<[u8]>,
@@ -70,7 +71,7 @@ macro_rules! drivers {
                 }
                 if session.is_done() {
                     io.flush() $($await)* ?;
-                    return Ok(session.summary());
+                    return Ok(());
                 }
                 match read_some(io, session.recv_buffer()) $($await)* ? {
                     0 => session.handle_eof(),
@@ -123,7 +124,7 @@ macro_rules! drivers {
                 }
             };
             let line = replies.storage().get(line).unwrap_or_default();
-            match ServerError::parse(line) {
+            match ErrorReply::parse(line) {
                 Some(e) => Err(RequestError::Rejected(e)),
                 None => Ok(line),
             }

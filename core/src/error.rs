@@ -1,6 +1,6 @@
 //! Errors of the IO drivers, one small enum per operation.
 
-use crate::protocol::ServerError;
+use crate::protocol::ErrorReply;
 use core::fmt;
 
 /// Why [`serve`](crate::blocking::serve) stopped before the session was done.
@@ -45,7 +45,7 @@ pub enum RequestError<E> {
     /// The reply is longer than the reply buffer can hold. The rest of it is skipped.
     ReplyTooLong,
     /// The server answered with an error reply.
-    Rejected(ServerError),
+    Rejected(ErrorReply),
 }
 
 impl<E> From<E> for RequestError<E> {

@@ -16,10 +16,12 @@ pub enum Framing {
 /// error reply cannot be mistaken for a transformed line.
 pub const ERROR_PREFIX: &[u8] = b"error: ";
 
-/// The error replies a server sends, each one line.
+/// The error replies a server sends, each one line (`PROTOCOL.md` §2.3). This is a reply on the
+/// wire, not a Rust error of this crate: a client gets one as
+/// [`RequestError::Rejected`](crate::RequestError::Rejected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ServerError {
+pub enum ErrorReply {
     /// `error: line too long`: a line was over the limit. Sent once in its place; the
     /// connection goes on with the next line.
     LineTooLong,
@@ -33,7 +35,7 @@ pub enum ServerError {
     Other,
 }
 
-impl ServerError {
+impl ErrorReply {
     /// The complete reply line, `\n` included.
     pub const fn reply(self) -> &'static [u8] {
         match self {
@@ -60,7 +62,7 @@ impl ServerError {
     }
 }
 
-impl core::fmt::Display for ServerError {
+impl core::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::LineTooLong => "line too long",
@@ -71,7 +73,7 @@ impl core::fmt::Display for ServerError {
     }
 }
 
-impl core::error::Error for ServerError {}
+impl core::error::Error for ErrorReply {}
 
 #[cfg(test)]
 mod tests {
@@ -80,16 +82,16 @@ mod tests {
     #[test]
     fn replies_parse_back_and_cannot_be_uppercase_output() {
         for e in [
-            ServerError::LineTooLong,
-            ServerError::TooManyConnections,
-            ServerError::ShuttingDown,
+            ErrorReply::LineTooLong,
+            ErrorReply::TooManyConnections,
+            ErrorReply::ShuttingDown,
         ] {
             let line = e.reply().strip_suffix(b"\n").unwrap();
-            assert_eq!(ServerError::parse(line), Some(e));
+            assert_eq!(ErrorReply::parse(line), Some(e));
             assert!(line.iter().any(u8::is_ascii_lowercase));
             assert!(!line.contains(&b'\n'));
         }
-        assert_eq!(ServerError::parse(b"error: new"), Some(ServerError::Other));
-        assert_eq!(ServerError::parse(b"ERROR: LINE TOO LONG"), None);
+        assert_eq!(ErrorReply::parse(b"error: new"), Some(ErrorReply::Other));
+        assert_eq!(ErrorReply::parse(b"ERROR: LINE TOO LONG"), None);
     }
 }

@@ -1,32 +1,35 @@
 //! One server-side connection as a sans-IO state machine: bytes in, reply bytes out.
 
 use crate::framer::{LineFramer, Overlong};
-use crate::protocol::{Framing, ServerError};
+use crate::protocol::ErrorReply;
 use crate::transform::Transform;
 
 /// Counters of one connection.
+///
+/// Four `u32`s, so copying it is cheap on a 32-bit microcontroller; each counter wraps at
+/// 2<sup>32</sup>. A long-lived server adds them up in wider counters of its own
+/// ([`Session::take_counters`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Summary {
+pub struct Counters {
     /// Bytes received.
-    pub bytes_in: u64,
+    pub bytes_in: u32,
     /// Bytes of reply produced, error replies included.
-    pub bytes_out: u64,
+    pub bytes_out: u32,
     /// Lines answered with a transformed reply, a trailing partial line at EOF included
-    /// (`lines` framing only).
-    pub lines: u64,
+    /// (`lines` framing only). Error replies are not counted here.
+    pub lines: u32,
     /// Lines over the limit, each answered with `error: line too long`.
-    pub overlong: u64,
+    pub overlong: u32,
 }
 
-impl core::ops::AddAssign for Summary {
-    /// Adds another session's counters, for totals over sessions or connections.
-    fn add_assign(&mut self, other: Self) {
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.lines += other.lines;
-        self.overlong += other.overlong;
-    }
+impl Counters {
+    const ZERO: Self = Self {
+        bytes_in: 0,
+        bytes_out: 0,
+        lines: 0,
+        overlong: 0,
+    };
 }
 
 /// What the session is writing now.
@@ -36,6 +39,9 @@ enum Job {
     Idle,
     /// Transform `storage[pos..end]`, then go to `then`.
     Input { pos: usize, end: usize, then: Then },
+    /// `raw` framing, after a chunk: write what the transform holds that the input so far
+    /// determines (the rest of a character that did not fit), without ending the message.
+    Drain,
     /// Flush the transform, then write `\n` if `newline`.
     Flush { newline: bool },
     /// Write `\n`.
@@ -48,7 +54,7 @@ enum Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Then {
     /// More input of the same message may follow (`raw` framing).
-    Idle,
+    Drain,
     /// The message is complete: flush, then `\n` if `newline`.
     Flush { newline: bool },
 }
@@ -67,6 +73,14 @@ enum Phase {
     Done,
 }
 
+/// Where input waits: a line framer, or a plain read buffer.
+#[derive(Debug)]
+enum Input<B> {
+    Lines(LineFramer<B>),
+    /// `raw` framing: `storage[..]` is the read buffer; `Job::Input` says what is unread.
+    Raw(B),
+}
+
 /// The server side of one connection, without IO.
 ///
 /// # Call order
@@ -82,37 +96,61 @@ enum Phase {
 /// [`handle_shutdown`](Self::handle_shutdown) may replace `handle_eof` for a graceful shutdown.
 /// Every complete line received before it is answered.
 ///
+/// When `poll_transmit` returns `0`, every reply byte that the input so far determines has been
+/// produced: in `lines` framing the reply to every complete line, in `raw` framing the
+/// transform of every complete character received. Nothing is withheld waiting for more input.
+///
 /// # Memory
 ///
-/// The storage `B` (line capacity + 1 bytes in `lines` framing; the read size in `raw`
-/// framing), the transform `T`, and about 80 bytes of state. Nothing grows.
+/// The storage `B` (in `lines` framing at least the longest line + 1 bytes; in `raw` framing
+/// the read size), the transform `T`, and about 48 bytes of state on a 32-bit target. Nothing
+/// grows. [`replace_storage`](Self::replace_storage) swaps the storage between reads.
+///
+/// # Panics
+///
+/// Never, whatever the order of calls and whatever a [`Transform`] returns: counts are clamped
+/// to the buffers, and a transform that makes no progress ends its message.
 #[derive(Debug)]
 pub struct Session<B, T> {
-    framer: LineFramer<B>,
+    input: Input<B>,
     transform: T,
-    framing: Framing,
     job: Job,
     phase: Phase,
-    summary: Summary,
+    counters: Counters,
 }
 
-impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
-    /// A session that frames input with `framer` and answers with `transform`. In `raw`
-    /// framing the framer's storage is the read buffer and its line limit is not used.
-    pub fn new(framer: LineFramer<B>, transform: T, framing: Framing) -> Self {
+impl<B, T> Session<B, T> {
+    /// A session in `lines` framing (`PROTOCOL.md` §2.1): `framer` cuts the input into lines,
+    /// and its storage is the read buffer; each line is answered with `transform`.
+    pub const fn lines(framer: LineFramer<B>, transform: T) -> Self {
+        Self::with(Input::Lines(framer), transform)
+    }
+
+    /// A session in `raw` framing (`PROTOCOL.md` §2.4): every chunk read into `buffer` is
+    /// transformed and answered at once. The buffer's length is the read size.
+    pub const fn raw(buffer: B, transform: T) -> Self {
+        Self::with(Input::Raw(buffer), transform)
+    }
+
+    const fn with(input: Input<B>, transform: T) -> Self {
         Self {
-            framer,
+            input,
             transform,
-            framing,
             job: Job::Idle,
             phase: Phase::Open,
-            summary: Summary::default(),
+            counters: Counters::ZERO,
         }
     }
 
     /// The counters so far.
-    pub fn summary(&self) -> Summary {
-        self.summary
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The counters so far, which are then set to zero: for a driver that adds them up in
+    /// wider counters of its own.
+    pub fn take_counters(&mut self) -> Counters {
+        core::mem::take(&mut self.counters)
     }
 
     /// Whether every reply has been produced: the driver may close the connection.
@@ -120,52 +158,101 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         self.phase == Phase::Done
     }
 
-    /// Whether the session holds nothing between messages: input open, nothing buffered, no
-    /// reply pending. An event-driven driver may then give the storage back
-    /// ([`into_parts`](Self::into_parts)) until the peer sends again, and build a new session
-    /// from the same transform; nothing is lost.
-    pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Open && self.job == Job::Idle && self.framer.is_empty()
-    }
-
     /// Whether the input is still open (no EOF or shutdown handled yet).
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
-    /// Gives back the framer and the transform, for reuse on the next connection.
-    pub fn into_parts(self) -> (LineFramer<B>, T) {
-        (self.framer, self.transform)
+    /// Gives back the storage and the transform.
+    pub fn into_parts(self) -> (B, T) {
+        let storage = match self.input {
+            Input::Lines(framer) => framer.into_storage(),
+            Input::Raw(buffer) => buffer,
+        };
+        (storage, self.transform)
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
+    /// Input bytes held: in `lines` framing a partial line (or lines not yet answered); in
+    /// `raw` framing the part of the last chunk not yet transformed.
+    pub fn buffered(&self) -> usize {
+        match (&self.input, self.job) {
+            (Input::Lines(f), _) => f.buffered(),
+            (Input::Raw(_), Job::Input { pos, end, .. }) => end - pos,
+            (Input::Raw(_), _) => 0,
+        }
+    }
+
+    /// Whether the session holds nothing between messages: input open, no input buffered, no
+    /// reply pending. A driver may then drop it and later build a new one from the same
+    /// transform, without changing any reply.
+    pub fn is_idle(&self) -> bool {
+        let empty = match &self.input {
+            Input::Lines(f) => f.is_empty(),
+            Input::Raw(_) => true,
+        };
+        self.phase == Phase::Open && self.job == Job::Idle && empty
+    }
+
+    /// Swaps the storage for `storage` and returns the old one, moving the buffered input (see
+    /// [`buffered`](Self::buffered)) to its front. Nothing a peer sees changes. Call it only
+    /// after [`poll_transmit`](Self::poll_transmit) returned `0`.
+    ///
+    /// An event-driven server reads into a large buffer it lends for one turn, and parks a
+    /// partial line in a small one between turns, so thousands of waiting connections do not
+    /// each hold a large buffer.
+    ///
+    /// # Errors
+    ///
+    /// `storage` back, untouched, when a reply is in progress (`poll_transmit` has not returned
+    /// `0`) or when `storage` cannot hold the buffered input plus one byte.
+    pub fn replace_storage(&mut self, storage: B) -> Result<B, B> {
+        if self.job != Job::Idle {
+            return Err(storage);
+        }
+        match &mut self.input {
+            Input::Lines(f) => f.replace_storage(storage),
+            Input::Raw(buffer) => Ok(core::mem::replace(buffer, storage)),
+        }
     }
 
     /// Where the driver reads the next bytes into. Call only after
     /// [`poll_transmit`](Self::poll_transmit) returned `0`: then this is never empty (for a
     /// storage of at least one byte). In `raw` framing it is the whole storage.
     pub fn recv_buffer(&mut self) -> &mut [u8] {
-        match self.framing {
-            Framing::Lines => self.framer.spare(),
-            Framing::Raw => self.framer.storage_mut(),
+        match &mut self.input {
+            Input::Lines(framer) => framer.spare(),
+            Input::Raw(buffer) if self.job == Job::Idle => buffer.as_mut(),
+            // A chunk is still being answered: reading over it would lose it.
+            Input::Raw(_) => &mut [],
         }
     }
 
-    /// Records that `n` bytes were read into [`recv_buffer`](Self::recv_buffer). Ignored after
-    /// EOF or shutdown.
+    /// Records that `n` bytes were read into [`recv_buffer`](Self::recv_buffer). `n` is clamped
+    /// to what it offered. Ignored after EOF or shutdown.
     pub fn handle_recv(&mut self, n: usize) {
         if self.phase != Phase::Open || n == 0 {
             return;
         }
-        self.summary.bytes_in += n as u64;
-        match self.framing {
-            Framing::Lines => self.framer.commit(n),
-            Framing::Raw => {
-                let end = n.min(self.framer.storage().len());
+        let taken = match &mut self.input {
+            Input::Lines(framer) => {
+                let before = framer.buffered();
+                framer.commit(n);
+                framer.buffered() - before
+            }
+            Input::Raw(buffer) if self.job == Job::Idle => {
+                let end = n.min(buffer.as_ref().len());
                 self.job = Job::Input {
                     pos: 0,
                     end,
-                    then: Then::Idle,
+                    then: Then::Drain,
                 };
+                end
             }
-        }
+            Input::Raw(_) => 0,
+        };
+        self.counters.bytes_in = self.counters.bytes_in.wrapping_add(taken as u32);
     }
 
     /// The peer closed its sending side. Buffered complete lines are still answered, then the
@@ -198,7 +285,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                     }
                 }
                 Job::Input { pos, end, then } => {
-                    let input = self.framer.storage().get(pos..end).unwrap_or_default();
+                    let storage = match &self.input {
+                        Input::Lines(f) => f.storage(),
+                        Input::Raw(b) => b.as_ref(),
+                    };
+                    let input = storage.get(pos..end).unwrap_or_default();
                     let p = self.transform.process(input, dst);
                     let (read, written) = (p.read.min(input.len()), p.written.min(dst.len()));
                     n += written;
@@ -211,9 +302,16 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                     };
                     self.job = match (pos < end, then) {
                         (true, _) => Job::Input { pos, end, then },
-                        (false, Then::Idle) => Job::Idle,
+                        (false, Then::Drain) => Job::Drain,
                         (false, Then::Flush { newline }) => Job::Flush { newline },
                     };
+                }
+                Job::Drain => {
+                    let written = self.transform.process(&[], dst).written.min(dst.len());
+                    n += written;
+                    if written == 0 {
+                        self.job = Job::Idle;
+                    }
                 }
                 Job::Flush { newline } => {
                     let written = self.transform.finish(dst).min(dst.len());
@@ -240,16 +338,20 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                 }
             }
         }
-        self.summary.bytes_out += n as u64;
+        self.counters.bytes_out = self.counters.bytes_out.wrapping_add(n as u32);
         n
     }
 
     /// Picks the next job from buffered input. Returns `false` when there is none.
     fn next_job(&mut self) -> bool {
-        if self.framing == Framing::Lines {
-            match self.framer.poll_range() {
+        let framer = match &mut self.input {
+            Input::Lines(framer) => Some(framer),
+            Input::Raw(_) => None,
+        };
+        if let Some(framer) = framer {
+            match framer.poll_range() {
                 Some(Ok(line)) => {
-                    self.summary.lines += 1;
+                    self.counters.lines = self.counters.lines.wrapping_add(1);
                     self.job = Job::Input {
                         pos: line.start,
                         end: line.end,
@@ -258,9 +360,9 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                     return true;
                 }
                 Some(Err(Overlong)) => {
-                    self.summary.overlong += 1;
+                    self.counters.overlong = self.counters.overlong.wrapping_add(1);
                     self.job = Job::Message {
-                        msg: ServerError::LineTooLong.reply(),
+                        msg: ErrorReply::LineTooLong.reply(),
                         pos: 0,
                     };
                     return true;
@@ -268,49 +370,68 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                 None => {}
             }
         }
+        let tail = match (&mut self.input, self.phase) {
+            (Input::Lines(framer), Phase::Eof | Phase::Shutdown) => framer.finish_range(),
+            _ => None,
+        };
         match self.phase {
-            Phase::Open | Phase::Done => false,
+            Phase::Open | Phase::Done => return false,
             Phase::Closing => {
                 self.phase = Phase::Done;
-                false
+                return false;
             }
             Phase::Eof => {
-                self.phase = Phase::Closing;
-                self.job = match self.framer.finish_range() {
-                    Some(tail) if self.framing == Framing::Lines => {
-                        self.summary.lines += 1;
+                self.job = match tail {
+                    Some(tail) => {
+                        self.counters.lines = self.counters.lines.wrapping_add(1);
                         Job::Input {
                             pos: tail.start,
                             end: tail.end,
                             then: Then::Flush { newline: false },
                         }
                     }
-                    _ => Job::Flush { newline: false },
+                    None => Job::Flush { newline: false },
                 };
-                true
             }
             Phase::Shutdown => {
-                self.phase = Phase::Closing;
-                self.job = match self.framer.finish_range() {
-                    Some(_) if self.framing == Framing::Lines => Job::Message {
-                        msg: ServerError::ShuttingDown.reply(),
+                self.job = match tail {
+                    Some(_) => Job::Message {
+                        msg: ErrorReply::ShuttingDown.reply(),
                         pos: 0,
                     },
-                    _ => Job::Flush { newline: false },
+                    None => Job::Flush { newline: false },
                 };
-                true
             }
         }
+        self.phase = Phase::Closing;
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::oracle;
+    use crate::protocol::Framing;
     use crate::transform::{ByteMap, Progress, Uppercase};
     use proptest::prelude::*;
     use std::vec::Vec;
+    use upcase_model::{determined_lines, determined_raw};
+
+    /// The oracle of the build: full Unicode, or ASCII only without the `unicode` feature.
+    fn oracle(input: &[u8]) -> Vec<u8> {
+        if cfg!(feature = "unicode") {
+            upcase_model::upper(input)
+        } else {
+            upcase_model::upper_ascii(input)
+        }
+    }
+
+    fn session<T>(framing: Framing, storage: usize, transform: T) -> Session<Vec<u8>, T> {
+        match framing {
+            Framing::Lines => Session::lines(LineFramer::new(std::vec![0u8; storage]), transform),
+            Framing::Raw => Session::raw(std::vec![0u8; storage], transform),
+        }
+    }
 
     /// Feeds `input` in chunks cut at `cuts`, with an `out`-byte output buffer; ends with EOF or,
     /// if `shutdown`, a graceful shutdown.
@@ -322,8 +443,8 @@ mod tests {
         cuts: &[usize],
         out: usize,
         shutdown: bool,
-    ) -> (Vec<u8>, Summary) {
-        let mut s = Session::new(LineFramer::new(std::vec![0u8; storage]), transform, framing);
+    ) -> (Vec<u8>, Counters) {
+        let mut s = session(framing, storage, transform);
         let mut buf = std::vec![0u8; out];
         let mut reply = Vec::new();
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
@@ -340,7 +461,7 @@ mod tests {
                 reply.extend_from_slice(&buf[..n]);
             }
             if s.is_done() {
-                return (reply, s.summary());
+                return (reply, s.counters());
             }
             while pending.is_empty() {
                 match chunks.next() {
@@ -364,27 +485,6 @@ mod tests {
             pending = &pending[k..];
         }
         panic!("session did not finish");
-    }
-
-    /// Expected reply stream in `lines` framing with the uppercase transform.
-    fn expect_lines(input: &[u8], max: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-        let tail = parts.pop().unwrap_or_default();
-        for p in parts {
-            if p.len() > max {
-                out.extend_from_slice(ServerError::LineTooLong.reply());
-            } else {
-                out.extend(oracle(p));
-                out.push(b'\n');
-            }
-        }
-        if tail.len() > max {
-            out.extend_from_slice(ServerError::LineTooLong.reply());
-        } else {
-            out.extend(oracle(tail));
-        }
-        out
     }
 
     #[test]
@@ -447,11 +547,7 @@ mod tests {
 
     #[test]
     fn idle_only_between_messages() {
-        let mut s = Session::new(
-            LineFramer::new(std::vec![0u8; 5]),
-            Uppercase::new(),
-            Framing::Lines,
-        );
+        let mut s = session(Framing::Lines, 5, Uppercase::new());
         let mut out = [0u8; 64];
         assert!(s.is_idle());
         let feed = |s: &mut Session<Vec<u8>, Uppercase>, bytes: &[u8]| {
@@ -469,7 +565,7 @@ mod tests {
         feed(&mut s, b"toolo");
         assert_eq!(
             s.poll_transmit(&mut out),
-            ServerError::LineTooLong.reply().len()
+            ErrorReply::LineTooLong.reply().len()
         );
         assert!(
             !s.is_idle(),
@@ -488,8 +584,8 @@ mod tests {
         let cuts: Vec<usize> = (0..input.len()).collect();
         let (got, sum) = run(Framing::Raw, 4, Uppercase::new(), input, &cuts, 1, false);
         assert_eq!(got, oracle(input));
-        assert_eq!(sum.bytes_in, input.len() as u64);
-        assert_eq!(sum.bytes_out, got.len() as u64);
+        assert_eq!(sum.bytes_in, input.len() as u32);
+        assert_eq!(sum.bytes_out, got.len() as u32);
         assert_eq!(sum.lines, 0);
     }
 
@@ -538,7 +634,113 @@ mod tests {
         assert_eq!(got, b"hello\n");
     }
 
+    /// Feeds `input` chunk by chunk; after each chunk, polls until `0` and checks that the
+    /// client has exactly the bytes the input so far determines, before any EOF. With `park`,
+    /// the storage is swapped for a small one between chunks and back, as the std server does.
+    fn realtime(
+        framing: Framing,
+        storage: usize,
+        input: &[u8],
+        cuts: &[u16],
+        out: usize,
+        park: bool,
+    ) {
+        let mut s = session(framing, storage, Uppercase::new());
+        let max = storage - 1;
+        let mut buf = std::vec![0u8; out];
+        let mut got = Vec::new();
+        let mut fed = 0;
+        for chunk in upcase_model::chunks(input, cuts) {
+            let mut chunk = chunk;
+            while !chunk.is_empty() {
+                let rb = s.recv_buffer();
+                let k = rb.len().min(chunk.len());
+                rb[..k].copy_from_slice(&chunk[..k]);
+                s.handle_recv(k);
+                chunk = &chunk[k..];
+                fed += k;
+                loop {
+                    let n = s.poll_transmit(&mut buf);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let so_far = &input[..fed];
+                let want = match framing {
+                    Framing::Lines => determined_lines(so_far, max),
+                    Framing::Raw => determined_raw(so_far),
+                };
+                assert_eq!(got, want, "after {fed} bytes, out={out}");
+                if park {
+                    let small = std::vec![0u8; s.buffered() + 1];
+                    let big = s.replace_storage(small).unwrap();
+                    assert_eq!(s.replace_storage(big).unwrap().len(), s.buffered() + 1);
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "unicode")]
+    #[test]
+    fn raw_framing_withholds_nothing_the_input_determines() {
+        // One `ΐ` grows from 2 to 6 bytes; with a 4-byte output buffer the last 2 bytes of its
+        // reply must still come out before more input arrives.
+        for out in 1..=7 {
+            realtime(Framing::Raw, 4, "\u{390}".as_bytes(), &[], out, false);
+            realtime(
+                Framing::Raw,
+                64,
+                "\u{390}".repeat(11).as_bytes(),
+                &[3, 9],
+                out,
+                true,
+            );
+        }
+    }
+
+    #[test]
+    fn replace_storage_refuses_what_cannot_hold_the_input() {
+        let mut s = session(Framing::Lines, 16, Uppercase::new());
+        let rb = s.recv_buffer();
+        rb[..5].copy_from_slice(b"a\nbcd");
+        s.handle_recv(5);
+        let mut out = [0u8; 8];
+        assert_eq!(s.poll_transmit(&mut out[..1]), 1);
+        // A reply is in progress: no swap.
+        let small = s.replace_storage(std::vec![0u8; 64]).unwrap_err();
+        assert_eq!(small.len(), 64);
+        assert_eq!(s.poll_transmit(&mut out), 1);
+        assert_eq!(s.poll_transmit(&mut out), 0);
+        assert_eq!(s.buffered(), 3);
+        assert!(
+            s.replace_storage(std::vec![0u8; 3]).is_err(),
+            "needs a spare byte"
+        );
+        let big = s.replace_storage(std::vec![0u8; 4]).unwrap();
+        assert_eq!(big.len(), 16);
+        s.replace_storage(big).unwrap();
+        s.handle_eof();
+        assert_eq!(s.poll_transmit(&mut out), 3);
+        assert_eq!(&out[..3], b"BCD");
+    }
+
     proptest! {
+        #[test]
+        fn replies_arrive_before_eof_in_both_framings(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), any::<u8>(), b'a'..=b'z', Just(0xCE), Just(0x90), Just(0xC3), Just(0x9F)], 0..120),
+            cuts in proptest::collection::vec(any::<u16>(), 0..10),
+            storage in 2usize..24,
+            out in 1usize..8,
+            park: bool,
+        ) {
+            if cfg!(feature = "unicode") {
+                realtime(Framing::Lines, storage, &input, &cuts, out, park);
+                realtime(Framing::Raw, storage, &input, &cuts, out, park);
+            }
+        }
+
         #[test]
         fn lines_any_chunking_any_output_size(
             input in proptest::collection::vec(
@@ -548,9 +750,9 @@ mod tests {
             out in 1usize..40,
         ) {
             let (got, sum) = run(Framing::Lines, max + 1, Uppercase::new(), &input, &cuts, out, false);
-            prop_assert_eq!(&got, &expect_lines(&input, max));
-            prop_assert_eq!(sum.bytes_in, input.len() as u64);
-            prop_assert_eq!(sum.bytes_out, got.len() as u64);
+            prop_assert_eq!(&got, &upcase_model::replies_with(&input, max, upcase_model::End::Eof, oracle));
+            prop_assert_eq!(sum.bytes_in, input.len() as u32);
+            prop_assert_eq!(sum.bytes_out, got.len() as u32);
         }
 
         #[test]

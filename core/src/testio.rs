@@ -29,6 +29,10 @@ pub(crate) struct MockIo {
     pub(crate) write_max: usize,
     pub(crate) fail_after: Option<usize>,
     pub(crate) interrupt: bool,
+    /// At every read: (input bytes handed out before it, output bytes written before it). A
+    /// driver reads only once it has written every reply the input so far determines, which
+    /// these snapshots let a test check.
+    pub(crate) reads: Vec<(usize, usize)>,
     calls: usize,
 }
 
@@ -42,6 +46,7 @@ impl MockIo {
             write_max,
             fail_after: None,
             interrupt: false,
+            reads: Vec::new(),
             calls: 0,
         }
     }
@@ -55,6 +60,7 @@ impl MockIo {
         if self.interrupted() {
             return Err(MockError(embedded_io::ErrorKind::Interrupted));
         }
+        self.reads.push((self.pos, self.output.len()));
         let n = buf
             .len()
             .min(self.read_max)
@@ -115,17 +121,25 @@ impl embedded_io_async::Write for MockIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::oracle;
-    use crate::{Framing, LineFramer, RequestError, ServeError, ServerError, Session, Summary};
+    use crate::{ErrorReply, Framing, LineFramer, RequestError, ServeError, Session};
     use crate::{Uppercase, blocking};
     use embedded_io::ErrorKind;
     use proptest::prelude::*;
+
+    /// The oracle of the build: full Unicode, or ASCII only without the `unicode` feature.
+    fn oracle(input: &[u8]) -> Vec<u8> {
+        if cfg!(feature = "unicode") {
+            upcase_model::upper(input)
+        } else {
+            upcase_model::upper_ascii(input)
+        }
+    }
 
     type Serve = fn(
         &mut MockIo,
         &mut Session<Vec<u8>, Uppercase>,
         &mut [u8],
-    ) -> Result<Summary, ServeError<MockError>>;
+    ) -> Result<(), ServeError<MockError>>;
 
     /// Every driver flavour under test: the blocking one, and the async one run to completion.
     fn servers() -> Vec<(&'static str, Serve)> {
@@ -140,11 +154,29 @@ mod tests {
     }
 
     fn session(max: usize, framing: Framing) -> Session<Vec<u8>, Uppercase> {
-        Session::new(
-            LineFramer::new(std::vec![0u8; max + 1]),
-            Uppercase::new(),
-            framing,
-        )
+        match framing {
+            Framing::Lines => {
+                Session::lines(LineFramer::new(std::vec![0u8; max + 1]), Uppercase::new())
+            }
+            Framing::Raw => Session::raw(std::vec![0u8; max + 1], Uppercase::new()),
+        }
+    }
+
+    /// Checks that before every read the driver had written exactly the replies that the input
+    /// handed out so far determines.
+    fn assert_realtime(io: &MockIo, framing: Framing, max: usize) {
+        for &(given, written) in &io.reads {
+            let so_far = &io.input[..given];
+            let want = match framing {
+                Framing::Lines => upcase_model::determined_lines(so_far, max),
+                Framing::Raw => upcase_model::determined_raw(so_far),
+            };
+            assert_eq!(
+                &io.output[..written],
+                &want[..],
+                "before reading past byte {given}"
+            );
+        }
     }
 
     #[test]
@@ -155,17 +187,18 @@ mod tests {
                 let mut io = MockIo::new(input, read_max, write_max);
                 io.interrupt = true;
                 let mut s = session(16, Framing::Lines);
-                let sum = serve(&mut io, &mut s, &mut std::vec![0u8; staging]).unwrap();
+                serve(&mut io, &mut s, &mut std::vec![0u8; staging]).unwrap();
+                let sum = s.counters();
                 let mut expect = Vec::new();
                 expect.extend(oracle(b"hello\r"));
                 expect.push(b'\n');
                 expect.extend(oracle("stra\u{df}e".as_bytes()));
                 expect.push(b'\n');
-                expect.extend_from_slice(ServerError::LineTooLong.reply());
+                expect.extend_from_slice(ErrorReply::LineTooLong.reply());
                 expect.extend_from_slice(b"OK\nTAIL");
                 assert_eq!(io.output, expect, "{name} {read_max}/{write_max}/{staging}");
-                assert_eq!(sum.bytes_in, input.len() as u64);
-                assert_eq!(sum.bytes_out, expect.len() as u64);
+                assert_eq!(sum.bytes_in, input.len() as u32);
+                assert_eq!(sum.bytes_out, expect.len() as u32);
                 assert_eq!((sum.lines, sum.overlong), (4, 1));
             }
         }
@@ -224,7 +257,7 @@ mod tests {
         assert_eq!(blocking::recv_line(&mut io, &mut replies), Ok(&b"TWO"[..]));
         assert_eq!(
             blocking::recv_line(&mut io, &mut replies),
-            Err(RequestError::Rejected(ServerError::LineTooLong))
+            Err(RequestError::Rejected(ErrorReply::LineTooLong))
         );
         assert_eq!(
             blocking::recv_line(&mut io, &mut replies),
@@ -251,7 +284,43 @@ mod tests {
         assert_eq!(io.output, b"hi\n");
     }
 
+    #[cfg(feature = "unicode")]
+    #[test]
+    fn raw_driver_with_a_tiny_staging_buffer_withholds_nothing() {
+        // One `ΐ` (2 bytes in, 6 out) through a 4-byte staging buffer: all 6 bytes before EOF.
+        for (name, serve) in servers() {
+            for staging in 1..=7 {
+                let input = "\u{390}".as_bytes();
+                let mut io = MockIo::new(input, 2, 7);
+                let mut s = session(4, Framing::Raw);
+                serve(&mut io, &mut s, &mut std::vec![0u8; staging]).unwrap();
+                assert_realtime(&io, Framing::Raw, 4);
+                assert_eq!(io.reads.last(), Some(&(2, 6)), "{name} staging={staging}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn drivers_write_every_determined_reply_before_reading_on(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), any::<u8>(), b'a'..=b'z', Just(0xCE), Just(0x90)], 0..100),
+            read_max in 1usize..8,
+            write_max in 1usize..8,
+            staging in 1usize..8,
+            max in 1usize..12,
+        ) {
+            if cfg!(feature = "unicode") {
+                for framing in [Framing::Lines, Framing::Raw] {
+                    for (_, serve) in servers() {
+                        let mut io = MockIo::new(&input, read_max, write_max);
+                        serve(&mut io, &mut session(max, framing), &mut std::vec![0u8; staging]).unwrap();
+                        assert_realtime(&io, framing, max);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_read_and_write_sizes_give_the_same_stream(
             input in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>(), b'a'..=b'z'], 0..120),

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use upcase_core::{DatagramError, Uppercase, transform_datagram};
-use upcase_fuzz::upper;
+use upcase_model::upper;
 
 fuzz_target!(|case: (Vec<u8>, u16)| {
     let (input, cap) = case;

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use upcase_core::{Frame, LineFramer};
-use upcase_fuzz::{Event, frame, pieces};
+use upcase_model::{Event, frame, pieces};
 
 fn record(events: &mut Vec<Event>, f: Frame<'_>) -> bool {
     match f {

@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use upcase_core::{Framing, LineFramer, ServeError, Session, Uppercase, blocking};
-use upcase_fuzz::{Event, frame, replies};
+use upcase_model::{Event, frame, replies};
 
 #[derive(Debug, Arbitrary)]
 enum Op {

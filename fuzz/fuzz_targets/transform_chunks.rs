@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use upcase_core::{Transform, Uppercase};
-use upcase_fuzz::{pieces, upper};
+use upcase_model::{pieces, upper};
 
 fn run(input: &[u8], cuts: &[u16], out_size: usize) -> Vec<u8> {
     let mut t = Uppercase::new();

@@ -11,6 +11,4 @@ pub use client::{ClientError, Receiver, Sender, TcpClient, UdpClient};
 pub use config::{Keepalive, MAX_UDP_PAYLOAD, ServerConfig, TransformFactory};
 pub use net::BindError;
 pub use server::{Server, ShutdownHandle, Stats};
-pub use upcase_core::{
-    ByteMap, Framing, Progress, RequestError, ServerError, Transform, Uppercase,
-};
+pub use upcase_core::{ByteMap, ErrorReply, Framing, Progress, RequestError, Transform, Uppercase};

@@ -21,7 +21,8 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use upcase_core::{LineFramer, ServerError, Session, Summary, Transform};
+use upcase_core::Counters as SessionCounters;
+use upcase_core::{ErrorReply, LineFramer, Session, Transform};
 
 /// The token of the worker's waker; connections use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -94,7 +95,7 @@ struct Conn {
     /// Whether the socket is watched for writability too (while output is pending).
     watch_writable: bool,
     /// Counters of sessions already given back.
-    done: Summary,
+    done: SessionCounters,
 }
 
 enum Step {
@@ -279,7 +280,7 @@ impl Worker<'_> {
             bump(&shared.counters.refused, 1);
             tracing::debug!(%peer, "refused: connection cap reached");
             // Best effort: the socket is non-blocking, and a fresh one has room for one line.
-            let _ = stream.write(ServerError::TooManyConnections.reply());
+            let _ = stream.write(ErrorReply::TooManyConnections.reply());
             return;
         }
         if let Err(e) = net::configure_stream(&stream, &shared.config) {
@@ -315,7 +316,7 @@ impl Worker<'_> {
             last_read: Instant::now(),
             stalled_since: None,
             watch_writable: false,
-            done: Summary::default(),
+            done: SessionCounters::default(),
         });
     }
 
@@ -469,7 +470,10 @@ impl Worker<'_> {
                     .transform
                     .take()
                     .unwrap_or_else(|| DynTransform((cfg.transform)()));
-                c.session = Some(Session::new(LineFramer::new(buf), transform, cfg.framing));
+                c.session = Some(match cfg.framing {
+                    upcase_core::Framing::Lines => Session::lines(LineFramer::new(buf), transform),
+                    upcase_core::Framing::Raw => Session::raw(buf, transform),
+                });
             }
             let Some(session) = c.session.as_mut() else {
                 return Step::Wait;
@@ -523,13 +527,17 @@ impl Worker<'_> {
 /// [`POOL`]), and gives back the transform.
 fn recycle(
     pool: &mut Vec<Vec<u8>>,
-    done: &mut Summary,
+    done: &mut SessionCounters,
     session: Session<Vec<u8>, DynTransform>,
 ) -> DynTransform {
-    *done += session.summary();
-    let (framer, transform) = session.into_parts();
+    let c = session.counters();
+    done.bytes_in += c.bytes_in;
+    done.bytes_out += c.bytes_out;
+    done.lines += c.lines;
+    done.overlong += c.overlong;
+    let (storage, transform) = session.into_parts();
     if pool.len() < POOL {
-        pool.push(framer.into_storage());
+        pool.push(storage);
     }
     transform
 }

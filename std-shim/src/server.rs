@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use upcase_core::{Summary, transform_datagram};
+use upcase_core::transform_datagram;
 /// How often a UDP thread looks at the stop flag while no datagram arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);
 
@@ -51,11 +51,11 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// Adds a finished connection's counters.
-    pub(crate) fn add_session(&self, s: &Summary) {
-        bump(&self.lines, s.lines);
-        bump(&self.overlong, s.overlong);
-        bump(&self.bytes_in, s.bytes_in);
-        bump(&self.bytes_out, s.bytes_out);
+    pub(crate) fn add_session(&self, s: &upcase_core::Counters) {
+        bump(&self.lines, s.lines.into());
+        bump(&self.overlong, s.overlong.into());
+        bump(&self.bytes_in, s.bytes_in.into());
+        bump(&self.bytes_out, s.bytes_out.into());
     }
 
     fn snapshot(&self) -> Stats {

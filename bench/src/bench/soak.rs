@@ -1,44 +1,38 @@
-//! `upcase bench --mode soak`: verified load mixed with every attack of SECURITY.md.
+//! `upcase-bench --mode soak`: verified load mixed with every attack of SECURITY.md. Replies
+//! are checked against `upcase_model::upper`.
 
-use super::{Load, Outcome, bump, connect};
+use super::{Load, Outcome, bump, cannot_connect, connect, words};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
-
-/// PROTOCOL.md §1, from `std`: valid runs uppercased, other bytes verbatim.
-fn oracle(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in bytes.utf8_chunks() {
-        out.extend_from_slice(c.valid().to_uppercase().as_bytes());
-        out.extend_from_slice(c.invalid());
-    }
-    out
-}
+use upcase_model::upper as oracle;
 
 pub(super) fn run(load: Load<'_>, udp: Option<SocketAddr>) -> Outcome {
     std::thread::scope(|s| {
         s.spawn(|| super::pingpong(load, 4));
         s.spawn(|| super::stream(load, 2, 16));
-        s.spawn(|| repeat(load, endless_line));
-        s.spawn(|| repeat(load, non_reader));
-        s.spawn(|| repeat(load, reset_mid_line));
-        s.spawn(|| repeat(load, invalid_utf8));
+        s.spawn(|| repeat(load, "endless line", endless_line));
+        s.spawn(|| repeat(load, "non-reader", non_reader));
+        s.spawn(|| repeat(load, "reset mid-line", reset_mid_line));
+        s.spawn(|| repeat(load, "invalid UTF-8", invalid_utf8));
         s.spawn(|| idle_connections(load, 200));
         if let Some(addr) = udp {
-            s.spawn(move || repeat(load, |l| hostile_udp(l, addr)));
+            s.spawn(move || repeat(load, "hostile datagrams", |l| hostile_udp(l, addr)));
         }
     });
-    Outcome {
-        elapsed: Some(load.started.elapsed()),
-        ..Outcome::default()
-    }
+    Outcome::default()
 }
 
-/// Runs one attack over and over until the soak is over; an honest failure counts as an error.
-fn repeat(load: Load<'_>, attack: impl Fn(Load<'_>) -> std::io::Result<()>) {
+/// Runs one attack over and over until the soak is over; an honest failure counts as an error,
+/// with its reason in words.
+fn repeat(load: Load<'_>, name: &str, attack: impl Fn(Load<'_>) -> std::io::Result<()>) {
     while !load.over() {
-        if attack(load).is_err() {
-            bump(&load.c.errors, 1);
+        match attack(load) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                load.fail(cannot_connect(load.addr, &e, load.timeout));
+            }
+            Err(e) => load.fail(format!("soak, {name}: {}", words(&e))),
         }
     }
 }
@@ -46,10 +40,9 @@ fn repeat(load: Load<'_>, attack: impl Fn(Load<'_>) -> std::io::Result<()>) {
 /// Checks `got` against `want`, counting a verified reply or a corrupted one.
 fn verify(load: Load<'_>, got: &[u8], want: &[u8]) {
     if got == want {
-        bump(&load.c.requests, 1);
-        bump(&load.c.reply_bytes, got.len() as u64);
+        load.c.verified(got.len());
     } else {
-        bump(&load.c.mismatches, 1);
+        load.c.wrong(super::mismatch(0, want, got));
     }
 }
 

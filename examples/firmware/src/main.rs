@@ -15,7 +15,7 @@ mod hw;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use upcase_core::{Framing, LineFramer, Session, Uppercase, blocking};
+use upcase_core::{LineFramer, Session, Uppercase, blocking};
 
 #[cfg(feature = "defmt")]
 use defmt_rtt as _;
@@ -28,15 +28,12 @@ fn main() -> ! {
         exit(false)
     };
     let mut uart = hw::Uart::new();
-    let mut session = Session::new(
-        LineFramer::new(&mut line[..]),
-        Uppercase::new(),
-        Framing::Lines,
-    );
+    let mut session = Session::lines(LineFramer::new(&mut line[..]), Uppercase::new());
     // The UART never fails and never accepts zero bytes, so this cannot be an error.
-    let Ok(summary) = blocking::serve(&mut uart, &mut session, staging) else {
+    if blocking::serve(&mut uart, &mut session, staging).is_err() {
         exit(false)
-    };
+    }
+    let summary = session.counters();
     let stack = hw::stack_high_water();
     #[cfg(feature = "defmt")]
     defmt::info!("session {} stack {=usize} B", summary, stack);

@@ -190,7 +190,11 @@ mod tests {
         assert_eq!(open_tail(b"a\xE2\x82"), 2);
         assert_eq!(open_tail(b"\xF0\x9F\x98"), 3);
         assert_eq!(open_tail(b"\xED\xA0"), 0, "a surrogate can never complete");
-        assert_eq!(open_tail(b"\xE0\x80"), 0, "an overlong form can never complete");
+        assert_eq!(
+            open_tail(b"\xE0\x80"),
+            0,
+            "an overlong form can never complete"
+        );
         assert_eq!(open_tail(b"\xC3\xA9"), 0, "complete");
         assert_eq!(open_tail(b"\xFF"), 0);
     }
@@ -201,7 +205,10 @@ mod tests {
         for k in 0..=input.len() {
             let full = replies(input, 100);
             assert!(full.starts_with(&determined_lines(&input[..k], 100)));
-            assert!(upper(input).starts_with(&determined_raw(&input[..k])), "{k}");
+            assert!(
+                upper(input).starts_with(&determined_raw(&input[..k])),
+                "{k}"
+            );
         }
         assert_eq!(determined_lines(b"toolong", 3), LINE_TOO_LONG);
     }
