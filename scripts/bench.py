@@ -445,7 +445,7 @@ def main():
         w("| text | size | upcase GB/s | copy + make_ascii_uppercase GB/s | str::to_uppercase GB/s | upcase / copy | upcase / to_uppercase |")
         w("| --- | --- | --- | --- | --- | --- | --- |")
         texts = sorted({g.split("/", 1)[1] for (g, _, _) in crit if g.startswith("transform/")},
-                       key=lambda t: (["ascii", "latin", "greek", "cjk", "mixed", "model"] + [t]).index(t))
+                       key=lambda t: (["ascii", "latin", "greek", "cjk", "mixed", "unicode"] + [t]).index(t))
         for text in texts:
             for size in ("64", "4096", "65536"):
                 g = f"transform/{text}"
