@@ -15,6 +15,7 @@ mod guard;
 mod protocol;
 mod session;
 mod transform;
+mod unicode;
 
 pub mod blocking;
 

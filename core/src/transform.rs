@@ -193,10 +193,12 @@ impl Uppercase {
     }
 }
 
-/// Calls `char::to_uppercase`, or the ASCII mapping without the `unicode` feature.
+/// The full uppercase mapping of `c` by the core's own table (equal to `char::to_uppercase`,
+/// without linking `core`'s 14 KB of case tables), or the ASCII mapping without the `unicode`
+/// feature.
 #[cfg(feature = "unicode")]
-fn upper(c: char) -> core::char::ToUppercase {
-    c.to_uppercase()
+fn upper(c: char) -> crate::unicode::Upper {
+    crate::unicode::upper(c)
 }
 #[cfg(not(feature = "unicode"))]
 fn upper(c: char) -> core::iter::Once<char> {
@@ -207,7 +209,7 @@ fn upper(c: char) -> core::iter::Once<char> {
 /// least [`MAX_CHAR_EXPANSION`] bytes. Returns the length written.
 #[inline]
 fn write_upper(c: char, out: &mut [u8]) -> usize {
-    if !cfg!(feature = "fast") {
+    if !cfg!(all(feature = "unicode", feature = "fast")) {
         return write_upper_slow(c, out);
     }
     if let (Some(u), Some(dst)) = (simple_upper(c), out.get_mut(..2)) {
@@ -553,32 +555,22 @@ pub(crate) mod tests {
     use std::string::String;
     use std::vec::Vec;
 
-    /// Runs `t` over `input` cut at `cuts`, with output buffers of `out_size` bytes.
-    pub(crate) fn run_chunked<T: Transform>(
+    /// Runs `t` over `input` cut at `cuts` (as `upcase_model::chunks` cuts it), with output
+    /// buffers of `out_size` bytes, then finishes the message. Fails on a call without progress.
+    fn run_chunked<T: Transform>(
         t: &mut T,
         input: &[u8],
-        cuts: &[usize],
+        cuts: &[u32],
         out_size: usize,
     ) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buf = std::vec![0u8; out_size];
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        bounds.push(0);
-        bounds.push(input.len());
-        bounds.sort_unstable();
-        for w in bounds.windows(2) {
-            let mut chunk = &input[w[0]..w[1]];
-            let mut stalls = 0;
+        for mut chunk in upcase_model::chunks(input, cuts) {
             while !chunk.is_empty() {
                 let p = t.process(chunk, &mut buf);
+                assert!(p.read > 0 || p.written > 0, "no progress");
                 out.extend_from_slice(&buf[..p.written]);
                 chunk = &chunk[p.read..];
-                stalls = if p.read == 0 && p.written == 0 {
-                    stalls + 1
-                } else {
-                    0
-                };
-                assert!(stalls < 2, "no progress");
             }
         }
         loop {
@@ -591,18 +583,14 @@ pub(crate) mod tests {
         out
     }
 
-    /// The reference model: valid runs uppercased by `str::to_uppercase`, invalid bytes copied.
+    /// The model of this build (`upcase_model`): full Unicode, or ASCII only without the
+    /// `unicode` feature. `datagram.rs`'s tests use it too.
     pub(crate) fn oracle(input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for chunk in input.utf8_chunks() {
-            if cfg!(feature = "unicode") {
-                out.extend_from_slice(chunk.valid().to_uppercase().as_bytes());
-            } else {
-                out.extend_from_slice(chunk.valid().to_ascii_uppercase().as_bytes());
-            }
-            out.extend_from_slice(chunk.invalid());
+        if cfg!(feature = "unicode") {
+            upcase_model::upper(input)
+        } else {
+            upcase_model::upper_ascii(input)
         }
-        out
     }
 
     #[test]
@@ -616,27 +604,45 @@ pub(crate) mod tests {
         ] {
             let got = run_chunked(&mut Uppercase::new(), input.as_bytes(), &[], 64);
             assert_eq!(got, expect.as_bytes(), "{input:?}");
-            assert_eq!(got, input.to_uppercase().as_bytes());
+            assert_eq!(got, oracle(input.as_bytes()));
         }
     }
 
+    /// Every feature set: `write_upper` (the table, or with `fast` the arithmetic mappings and
+    /// caseless blocks in front of it) against std for every code point.
     #[test]
-    #[cfg(feature = "unicode")]
-    fn expansion_and_caseless_tables_hold_for_every_char() {
+    fn write_upper_equals_std_for_every_char() {
         for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
-            let s: String = c.to_uppercase().collect();
+            let s: String = if cfg!(feature = "unicode") {
+                c.to_uppercase().collect()
+            } else {
+                String::from(c.to_ascii_uppercase())
+            };
             assert!(s.len() <= MAX_CHAR_EXPANSION, "{c:?}");
-            if is_caseless(c) {
-                assert_eq!(s, String::from(c), "{c:?} is in a caseless block");
-            }
-            if let Some(u) = simple_upper(c) {
-                assert_eq!(s, String::from(u), "{c:?} in the fast two-byte mapping");
-                assert_eq!((c.len_utf8(), u.len_utf8()), (2, 2), "{c:?}");
-            }
             let mut out = [0u8; MAX_CHAR_EXPANSION];
             let n = write_upper(c, &mut out);
             assert_eq!(&out[..n], s.as_bytes(), "{c:?} through write_upper");
+            let mut out = [0u8; MAX_CHAR_EXPANSION];
+            let n = write_upper_slow(c, &mut out);
+            assert_eq!(&out[..n], s.as_bytes(), "{c:?} through write_upper_slow");
+            if cfg!(feature = "unicode") && is_caseless(c) {
+                assert_eq!(s, String::from(c), "{c:?} is in a caseless block");
+            }
+            if let Some(u) = simple_upper(c).filter(|_| cfg!(feature = "unicode")) {
+                assert_eq!(s, String::from(u), "{c:?} in the fast two-byte mapping");
+                assert_eq!((c.len_utf8(), u.len_utf8()), (2, 2), "{c:?}");
+            }
         }
+    }
+
+    /// Every feature set: a whole stream of every code point, split everywhere, against the
+    /// model.
+    #[test]
+    fn every_char_through_process_equals_the_model() {
+        let all: String = (0..=0x10FFFFu32).filter_map(char::from_u32).collect();
+        let cuts: Vec<u32> = (0..all.len() as u32).step_by(997).collect();
+        let got = run_chunked(&mut Uppercase::new(), all.as_bytes(), &cuts, 61);
+        assert!(got == oracle(all.as_bytes()));
     }
 
     #[test]
@@ -675,7 +681,7 @@ pub(crate) mod tests {
     #[test]
     fn carry_of_split_char_survives_one_byte_reads() {
         let input = "aé€😀z".as_bytes();
-        let one_at_a_time: Vec<usize> = (0..input.len()).collect();
+        let one_at_a_time: Vec<u32> = (0..input.len() as u32).collect();
         let got = run_chunked(&mut Uppercase::new(), input, &one_at_a_time, 1);
         assert_eq!(got, oracle(input));
     }
@@ -723,18 +729,17 @@ pub(crate) mod tests {
         #[test]
         fn valid_utf8_any_split_equals_to_uppercase(
             s in "\\PC{0,64}",
-            cuts in proptest::collection::vec(0usize..1000, 0..8),
+            cuts in proptest::collection::vec(0u32..1000, 0..8),
             out_size in 1usize..16,
         ) {
             let got = run_chunked(&mut Uppercase::new(), s.as_bytes(), &cuts, out_size);
-            let expect = if cfg!(feature = "unicode") { s.to_uppercase() } else { s.to_ascii_uppercase() };
-            prop_assert_eq!(got, expect.into_bytes());
+            prop_assert_eq!(got, oracle(s.as_bytes()));
         }
 
         #[test]
         fn any_bytes_any_split_equals_one_shot_and_oracle(
             input in proptest::collection::vec(any::<u8>(), 0..96),
-            cuts in proptest::collection::vec(0usize..1000, 0..8),
+            cuts in proptest::collection::vec(0u32..1000, 0..8),
             out_size in 1usize..16,
         ) {
             let one_shot = run_chunked(&mut Uppercase::new(), &input, &[], 1024);
@@ -748,7 +753,7 @@ pub(crate) mod tests {
             parts in proptest::collection::vec(
                 prop_oneof!["\\PC{0,8}".prop_map(String::into_bytes),
                             proptest::collection::vec(0x80u8..=0xff, 1..4)], 0..10),
-            cuts in proptest::collection::vec(0usize..1000, 0..8),
+            cuts in proptest::collection::vec(0u32..1000, 0..8),
         ) {
             let input: Vec<u8> = parts.concat();
             prop_assert_eq!(run_chunked(&mut Uppercase::new(), &input, &cuts, 3), oracle(&input));
