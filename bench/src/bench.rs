@@ -213,8 +213,8 @@ fn broken(conn: usize, done: u64, e: &io::Error, timeout: Duration) -> String {
     }
 }
 
-/// A wrong reply, with the start of what was expected and what came.
-fn mismatch(conn: usize, want: &[u8], got: &[u8]) -> String {
+/// A wrong reply to `who` (`connection 3`), with the start of what was expected and what came.
+fn mismatch(who: &str, want: &[u8], got: &[u8]) -> String {
     let show = |b: &[u8]| {
         let s = String::from_utf8_lossy(&b[..b.len().min(48)]).into_owned();
         format!(
@@ -224,7 +224,7 @@ fn mismatch(conn: usize, want: &[u8], got: &[u8]) -> String {
         )
     };
     format!(
-        "connection {conn}: wrong reply: expected {}, got {}",
+        "{who}: wrong reply: expected {}, got {}",
         show(want),
         show(got)
     )
@@ -741,7 +741,11 @@ fn pingpong_conns(
                 }
                 lat.push(f.t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 if f.buf[..want.len()] != want[..] {
-                    c.wrong(mismatch(f.id, want, &f.buf[..want.len()]));
+                    c.wrong(mismatch(
+                        &format!("connection {}", f.id),
+                        want,
+                        &f.buf[..want.len()],
+                    ));
                     return Ok(());
                 }
                 c.verified(want.len());
@@ -820,7 +824,7 @@ fn stream_one(load: Load<'_>, id: usize, window: usize) {
             }
             let got = &buf[pos..pos + want.len()];
             if got != &want[..] {
-                return c.wrong(mismatch(id, want, got));
+                return c.wrong(mismatch(&format!("connection {id}"), want, got));
             }
             pos += want.len();
             inflight.pop_front();
@@ -901,7 +905,11 @@ fn hold_conns(load: Load<'_>, conns: usize) -> Outcome {
                             answered.fetch_add(1, Ordering::Relaxed);
                             c.verified(want.len());
                         }
-                        Ok(()) => c.wrong(mismatch(*id, want, &buf[..want.len()])),
+                        Ok(()) => c.wrong(mismatch(
+                            &format!("connection {id}"),
+                            want,
+                            &buf[..want.len()],
+                        )),
                         Err(e) => c.fail(broken(*id, 0, &e, load.timeout)),
                     }
                 }
@@ -999,7 +1007,7 @@ fn udp_one(load: Load<'_>, id: usize) {
                         c.lost.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     }
-                    return c.wrong(mismatch(id, want, got));
+                    return c.wrong(mismatch(&format!("socket {id}"), want, got));
                 }
                 Err(e)
                     if matches!(

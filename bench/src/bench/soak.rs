@@ -38,11 +38,12 @@ fn repeat(load: Load<'_>, name: &str, attack: impl Fn(Load<'_>) -> std::io::Resu
 }
 
 /// Checks `got` against `want`, counting a verified reply or a corrupted one.
-fn verify(load: Load<'_>, got: &[u8], want: &[u8]) {
+fn verify(load: Load<'_>, what: &str, got: &[u8], want: &[u8]) {
     if got == want {
         load.c.verified(got.len());
     } else {
-        load.c.wrong(super::mismatch(0, want, got));
+        load.c
+            .wrong(super::mismatch(&format!("soak, {what}"), want, got));
     }
 }
 
@@ -59,6 +60,7 @@ fn endless_line(load: Load<'_>) -> std::io::Result<()> {
     s.read_to_end(&mut got)?;
     verify(
         load,
+        "endless line",
         &got,
         b"error: line too long\nAFTER THE ENDLESS LINE\n",
     );
@@ -102,7 +104,7 @@ fn invalid_utf8(load: Load<'_>) -> std::io::Result<()> {
         let mut want = oracle(line);
         want.push(b'\n');
         s.read_exact(&mut buf[..want.len()])?;
-        verify(load, &buf[..want.len()], &want);
+        verify(load, "invalid UTF-8", &buf[..want.len()], &want);
     }
     Ok(())
 }
@@ -141,7 +143,7 @@ fn hostile_udp(load: Load<'_>, addr: SocketAddr) -> std::io::Result<()> {
             oracle(payload)
         };
         match s.recv(&mut buf) {
-            Ok(n) => verify(load, &buf[..n], &want),
+            Ok(n) => verify(load, "hostile datagrams", &buf[..n], &want),
             Err(_) => bump(&load.c.lost, 1),
         }
     }
