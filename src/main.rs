@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::time::Duration;
-use upcase_std::{ClientError, Framing, Server, ServerConfig, TcpClient, UdpClient};
+use upcase_std::{ClientError, Framing, Server, ServerConfig, TcpClient, UdpClient, defaults};
 
 const LONG_ABOUT: &str = "\
 The uppercase service from the sockets lecture: a client sends a line, the server sends it back
@@ -70,11 +70,12 @@ struct ServeArgs {
     /// TCP framing.
     #[arg(long, value_enum, default_value = "lines")]
     framing: FramingArg,
-    /// Longest line in bytes, \n excluded. Longer lines get `error: line too long`.
-    #[arg(long, value_name = "BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    /// Longest line in bytes, \n excluded. Longer lines get `error: line too long`. Not used
+    /// with --framing raw, which reads 64 KiB at a time.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::MAX_LINE as u32, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     max_line: u32,
     /// Listen backlog (clamped by the kernel to net.core.somaxconn).
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = defaults::BACKLOG)]
     backlog: u32,
     /// Set SO_REUSEPORT, so several servers can share the address.
     #[arg(long)]
@@ -83,23 +84,36 @@ struct ServeArgs {
     #[arg(long)]
     ipv6_only: bool,
     /// Most TCP connections at once; more get `error: too many connections`.
-    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_conns: u32,
-    /// Event-driven TCP worker threads. [default: one per core]
+    /// Reply bytes buffered across all connections for clients that read slowly; past it,
+    /// reading slows down until they drain.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::REPLY_BUDGET)]
+    reply_budget: usize,
+    /// Worker threads, each an event loop serving TCP and UDP. [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
     /// Close a connection that sends nothing for this many seconds (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::IDLE_TIMEOUT.as_secs())]
     idle_timeout: u64,
     /// Close a connection whose reply cannot be written for this many seconds (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::WRITE_TIMEOUT.as_secs())]
     write_timeout: u64,
-    /// On SIGINT/SIGTERM, wait this long for connections to finish their replies.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    /// On SIGINT/SIGTERM, wait at most this long for replies to be delivered (any value up to
+    /// 18446744073709551615; a huge one means no deadline). A second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = defaults::DRAIN_TIMEOUT.as_secs())]
     drain_timeout: u64,
+    /// When the server closes a connection, keep discarding the client's input for at most
+    /// this long, so replies in flight are not destroyed by a reset.
+    #[arg(long, value_name = "SECS", default_value_t = defaults::LINGER_TIMEOUT.as_secs())]
+    linger_timeout: u64,
     /// Drop UDP requests whose reply would be longer than the request (no amplification).
     #[arg(long)]
     udp_no_amplify: bool,
+    /// Answer UDP requests from source ports below 1024 (echo, DNS, NTP live there; off by
+    /// default against reflection loops).
+    #[arg(long)]
+    udp_allow_low_ports: bool,
     /// Enable TCP keepalive: first probe after this many idle seconds.
     #[arg(long, value_name = "SECS")]
     keepalive: Option<u64>,
@@ -129,14 +143,7 @@ struct SendArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -153,58 +160,142 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// Logs to stderr, filtered by RUST_LOG (default `info`). A log line that cannot be written
+/// (stderr closed, or a pipe nobody reads) is dropped: logging never stops the server.
+fn init_logging() {
+    struct Stderr;
+    impl Write for Stderr {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = std::io::stderr().write_all(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (filter, bad) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(f) => (f, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new("info"),
+            std::env::var_os("RUST_LOG").map(|_| e),
+        ),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(|| Stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    if let Some(e) = bad {
+        tracing::warn!(error = %e, "RUST_LOG is not a valid filter; logging at info");
+    }
+}
+
+/// Process policy, which the library leaves to the program: every connection holds a file
+/// descriptor, so the soft limit is raised to the hard one; and a backlog over
+/// `net.core.somaxconn` is clamped by the kernel, which is worth a warning.
+fn prepare_process(backlog: u32) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "raised the soft file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn");
+    if let Some(max) = somaxconn.ok().and_then(|t| t.trim().parse::<u32>().ok())
+        && backlog > max
+    {
+        tracing::warn!(
+            backlog,
+            somaxconn = max,
+            "the kernel clamps the listen backlog to net.core.somaxconn"
+        );
+    }
+}
+
+/// SIGINT and SIGTERM, installed before the sockets are bound so that no signal in between
+/// kills the process unannounced. The first begins a graceful shutdown; a second ends the
+/// process at once, with status 128 + the signal's number.
+fn install_signals(handle: std::sync::mpsc::Receiver<upcase_std::ShutdownHandle>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        let mut signals = signals.forever();
+        let Some(first) = signals.next() else { return };
+        tracing::info!(
+            signal = first,
+            "shutting down gracefully; a second signal exits at once"
+        );
+        match handle.recv() {
+            Ok(h) => h.shutdown(),
+            Err(_) => std::process::exit(128 + first),
+        }
+        if let Some(second) = signals.next() {
+            tracing::warn!(
+                signal = second,
+                "second signal: exiting now, without draining"
+            );
+            std::process::exit(128 + second);
+        }
+    });
+    Ok(())
+}
+
 fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let defaults = ServerConfig::default();
+    let (give_handle, handle) = std::sync::mpsc::channel();
+    install_signals(handle)?;
+    let d = ServerConfig::default();
     let pick = |given: Vec<String>, off: bool, default: Vec<String>| match (off, given.is_empty()) {
         (true, _) => Vec::new(),
         (false, true) => default,
         (false, false) => given,
     };
     let config = ServerConfig {
-        tcp: pick(args.tcp, args.no_tcp, defaults.tcp.clone()),
-        udp: pick(args.udp, args.no_udp, defaults.udp.clone()),
-        backlog: args.backlog,
-        reuse_port: args.reuse_port,
-        only_v6: args.ipv6_only.then_some(true),
-        keepalive: args.keepalive.map(|s| upcase_std::Keepalive {
-            time: Duration::from_secs(s.max(1)),
-            interval: Duration::from_secs(s.clamp(1, 75)),
-            retries: 5,
-        }),
-        recv_buffer_size: args.recv_buffer,
-        send_buffer_size: args.send_buffer,
-        idle_timeout: secs(args.idle_timeout),
-        write_timeout: secs(args.write_timeout),
-        max_connections: args.max_conns as usize,
-        workers: args.workers.map(|w| w as usize),
-        framing: match args.framing {
-            FramingArg::Lines => Framing::Lines,
-            FramingArg::Raw => Framing::Raw,
+        addresses: upcase_std::Addresses {
+            tcp: pick(args.tcp, args.no_tcp, d.addresses.tcp.clone()),
+            udp: pick(args.udp, args.no_udp, d.addresses.udp.clone()),
         },
-        max_line: args.max_line as usize,
-        drain_timeout: Duration::from_secs(args.drain_timeout),
-        udp_no_amplify: args.udp_no_amplify,
-        ..defaults
+        socket: upcase_std::SocketOptions {
+            backlog: args.backlog,
+            reuse_port: args.reuse_port,
+            only_v6: args.ipv6_only.then_some(true),
+            keepalive: args.keepalive.map(|s| upcase_std::Keepalive {
+                time: Duration::from_secs(s.max(1)),
+                interval: Duration::from_secs(s.clamp(1, 75)),
+                retries: 5,
+            }),
+            recv_buffer_size: args.recv_buffer,
+            send_buffer_size: args.send_buffer,
+            ..d.socket
+        },
+        limits: upcase_std::Limits {
+            framing: match args.framing {
+                FramingArg::Lines => Framing::Lines,
+                FramingArg::Raw => Framing::Raw,
+            },
+            max_line: args.max_line as usize,
+            max_connections: args.max_conns as usize,
+            reply_budget: args.reply_budget,
+            udp_no_amplify: args.udp_no_amplify,
+            udp_guard: upcase_std::GuardConfig {
+                low_ports: args.udp_allow_low_ports,
+                ..d.limits.udp_guard
+            },
+            ..d.limits
+        },
+        runtime: upcase_std::Runtime {
+            workers: args.workers.map(|w| w as usize),
+            idle_timeout: secs(args.idle_timeout),
+            write_timeout: secs(args.write_timeout),
+            drain_timeout: Duration::from_secs(args.drain_timeout),
+            linger_timeout: Duration::from_secs(args.linger_timeout),
+        },
+        ..d
     };
-    if config.tcp.is_empty() && config.udp.is_empty() {
-        return Err("nothing to serve: --no-tcp and --no-udp together".into());
-    }
+    prepare_process(config.socket.backlog);
     let server = Server::bind(config)?;
-    let handle = server.shutdown_handle();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "shutting down");
-            handle.shutdown();
-        }
-    });
+    let _ = give_handle.send(server.shutdown_handle());
     // The ready signal: one line per socket, and nothing else ever goes to stdout.
     let mut out = std::io::stdout().lock();
     for a in server.tcp_addrs() {
@@ -215,7 +306,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     drop(out);
-    server.run();
+    server.run()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -103,7 +103,15 @@ fn idle_connections_are_reclaimed_and_new_clients_served() {
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_without_slowing_others() {
-    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--write-timeout", "1"]);
+    let server = ServerProc::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--no-udp",
+        "--write-timeout",
+        "1",
+        "--linger-timeout",
+        "1",
+    ]);
     let addr = server.tcp[0];
     let before = status_kib(server.pid(), "VmHWM:");
     let hog = connect(addr);
@@ -111,14 +119,16 @@ fn a_client_that_never_reads_is_cut_off_without_slowing_others() {
         let hog = hog.try_clone().unwrap();
         std::thread::spawn(move || {
             // Lines as fast as the server takes them, never reading a reply. Backpressure
-            // stops the server reading; the write timeout then closes the connection, and
-            // our writes fail. Bounded: 1 GiB at most.
+            // stops the server reading; the write timeout then begins the graceful close
+            // (input discarded for the 1 s linger), after which our writes fail. Bounded in
+            // time, not bytes: discarding is as fast as loopback.
             let lines = b"never read this reply\n".repeat(4096);
+            let started = Instant::now();
             let mut sent = 0usize;
-            while sent < (1 << 30) {
+            while started.elapsed() < LIMIT {
                 match (&hog).write(&lines) {
                     Ok(n) => sent += n,
-                    Err(_) => return sent,
+                    Err(_) => return (sent, started.elapsed()),
                 }
             }
             panic!("server never stopped reading from a client that does not read");
@@ -128,8 +138,10 @@ fn a_client_that_never_reads_is_cut_off_without_slowing_others() {
     for _ in 0..20 {
         honest(addr);
     }
-    let sent = writer.join().unwrap();
+    let (sent, took) = writer.join().unwrap();
     assert!(sent > 0);
+    // Write timeout, plus the linger, plus a sweep period or two.
+    assert!(took < Duration::from_secs(6), "cut off only after {took:?}");
     let grown = status_kib(server.pid(), "VmHWM:").saturating_sub(before);
     assert!(grown < 8 * 1024, "peak RSS grew by {grown} KiB");
     honest(addr);
@@ -177,7 +189,28 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let mut server = ServerProc::start_with_nofile(48, &["--tcp", "127.0.0.1:0", "--no-udp"]);
     let addr = server.tcp[0];
     // 80 connections: the kernel completes them all (backlog), the server accepts until EMFILE.
-    let held: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
+    // Each sends a line; the first ones are answered, and then one is not, because the server
+    // has no descriptor left to accept it with.
+    let mut held: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
+    for s in &mut held {
+        s.write_all(b"x\n").unwrap();
+    }
+    let mut answered = 0;
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut reply = [0u8; 2];
+        match s.read_exact(&mut reply) {
+            Ok(()) => {
+                assert_eq!(&reply, b"X\n");
+                answered += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        (1..80).contains(&answered),
+        "answered {answered} of 80 with 48 descriptors"
+    );
     // Closing them frees descriptors; an honest client is then served (bounded retry while
     // the server works through its backlog).
     drop(held);

@@ -38,13 +38,21 @@ impl std::fmt::Display for ClientError {
         match self {
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
             Self::TimedOut => f.write_str("timed out waiting for the reply"),
-            Self::Request(RequestError::Io(e)) => write!(f, "connection error: {e}"),
+            Self::Request(RequestError::Io(e)) => write!(f, "network error: {e}"),
             Self::Request(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect(e) | Self::Request(RequestError::Io(e)) => Some(e),
+            Self::Request(e) => Some(e),
+            Self::TimedOut => None,
+        }
+    }
+}
 
 /// The embedded-io view of a client stream: std's error, `WouldBlock` kept for the timeout check.
 struct Stream<'a>(&'a TcpStream);
@@ -122,16 +130,27 @@ impl TcpClient {
     ///
     /// As [`RequestError`], or [`ClientError::TimedOut`].
     pub fn request(&mut self, line: &[u8]) -> Result<&[u8], ClientError> {
-        blocking::request(&mut Stream(&self.stream), &mut self.replies, line)
-            .map_err(ClientError::from_request)
+        let mut io = Stream(&self.stream);
+        if let Err(e) = blocking::send_line(&mut io, line) {
+            // A server that refused the connection has sent its reason before closing: a
+            // failed send shows that reason rather than the broken pipe.
+            if let RequestError::Io(_) = e
+                && let Err(RequestError::Rejected(why)) =
+                    blocking::recv_line(&mut io, &mut self.replies)
+            {
+                return Err(ClientError::Request(RequestError::Rejected(why)));
+            }
+            return Err(ClientError::from_request(e));
+        }
+        blocking::recv_line(&mut io, &mut self.replies).map_err(ClientError::from_request)
     }
 
     /// Splits the client into a sending half and a receiving half that can run on two threads,
     /// for pipelining: send many lines, read the replies as they come, in order.
-    pub fn split(&mut self) -> (Sender<'_>, Receiver<'_>) {
+    pub fn split(&mut self) -> (TcpSender<'_>, TcpReceiver<'_>) {
         (
-            Sender(&self.stream),
-            Receiver {
+            TcpSender(&self.stream),
+            TcpReceiver {
                 stream: &self.stream,
                 replies: &mut self.replies,
             },
@@ -139,10 +158,10 @@ impl TcpClient {
     }
 }
 
-/// The sending half of a [`TcpClient`].
-pub struct Sender<'a>(&'a TcpStream);
+/// The sending half of a [`TcpClient`], from [`TcpClient::split`].
+pub struct TcpSender<'a>(&'a TcpStream);
 
-impl Sender<'_> {
+impl TcpSender<'_> {
     /// Sends one line (a `\n` is appended). Does not wait for the reply.
     ///
     /// # Errors
@@ -159,13 +178,13 @@ impl Sender<'_> {
     }
 }
 
-/// The receiving half of a [`TcpClient`].
-pub struct Receiver<'a> {
+/// The receiving half of a [`TcpClient`], from [`TcpClient::split`].
+pub struct TcpReceiver<'a> {
     stream: &'a TcpStream,
     replies: &'a mut LineFramer<Vec<u8>>,
 }
 
-impl Receiver<'_> {
+impl TcpReceiver<'_> {
     /// The next reply line, without its `\n`.
     ///
     /// # Errors

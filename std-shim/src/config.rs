@@ -1,8 +1,53 @@
-//! Server configuration, mapped onto socket options through `socket2`.
+//! Server configuration, grouped as an operator thinks of it: where to listen, how the sockets
+//! are set up, what the protocol allows, and how the server runs.
 
 use std::sync::Arc;
 use std::time::Duration;
-use upcase_core::{Framing, Transform, Uppercase};
+use upcase_core::{Framing, GuardConfig, Transform, Uppercase};
+
+/// The defaults of [`ServerConfig`], public so that a command line can show them without
+/// restating them.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// TCP address: loopback, the port of the protocol's examples.
+    pub const TCP: &str = "127.0.0.1:65432";
+    /// UDP address: loopback, the port of the protocol's examples.
+    pub const UDP: &str = "127.0.0.1:9876";
+    /// `listen(2)` backlog.
+    pub const BACKLOG: u32 = 4096;
+    /// Longest line, in content bytes.
+    pub const MAX_LINE: usize = 8192;
+    /// Most TCP connections at once.
+    pub const MAX_CONNECTIONS: usize = 16384;
+    /// Reply bytes buffered across all connections before reading slows down.
+    pub const REPLY_BUDGET: usize = 16 * 1024 * 1024;
+    /// Close a connection that sends nothing for this long.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Close a connection whose replies make no progress for this long.
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long a graceful shutdown waits for replies to be delivered.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long a closing connection discards its peer's input before it is closed.
+    pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+}
+
+/// The largest UDP payload over IPv4: 65535 − 8 (UDP header) − 20 (IPv4 header).
+pub const MAX_UDP_PAYLOAD: usize = 65507;
+
+/// Makes one transform per TCP connection or UDP socket.
+pub type TransformFactory = Arc<dyn Fn() -> Box<dyn Transform + Send> + Send + Sync>;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    /// TCP addresses to listen on, as `host:port`. An empty host (`":65432"`) means all IPv4
+    /// interfaces; `[::]:port` means all IPv6 ones. Host names are resolved, and every address
+    /// a name resolves to is bound. Port 0 picks a free port. Default: [`defaults::TCP`].
+    pub tcp: Vec<String>,
+    /// UDP addresses, as for `tcp`. Default: [`defaults::UDP`].
+    pub udp: Vec<String>,
+}
 
 /// TCP keepalive probes on accepted connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,34 +60,23 @@ pub struct Keepalive {
     pub retries: u32,
 }
 
-/// Makes one transform per TCP connection or UDP socket.
-pub type TransformFactory = Arc<dyn Fn() -> Box<dyn Transform + Send> + Send + Sync>;
-
-/// Everything a [`Server`](crate::Server) needs. [`ServerConfig::default`] is what `upcase serve`
-/// uses with no flags.
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// TCP addresses to listen on, as `host:port`. An empty host (`":65432"`) means all IPv4
-    /// interfaces, as in the lecture; `[::]:port` means all IPv6 ones. Host names are resolved,
-    /// and every address a name resolves to is bound. Port 0 picks a free port.
-    /// Default: `127.0.0.1:65432`.
-    pub tcp: Vec<String>,
-    /// UDP addresses, as for `tcp`. Default: `127.0.0.1:9876`.
-    pub udp: Vec<String>,
-    /// Length of the queue of connections not yet accepted (`listen(2)`'s backlog). Default
-    /// 4096. The kernel clamps it to `net.core.somaxconn`; the server logs a warning when it does.
+/// Socket options, each set through `socket2` with the option it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `listen(2)`'s backlog. Default [`defaults::BACKLOG`]; the kernel clamps it to
+    /// `net.core.somaxconn`.
     pub backlog: u32,
-    /// `SO_REUSEADDR` on listening sockets, so a restart can bind while old connections linger
-    /// in `TIME_WAIT`. Default on.
+    /// `SO_REUSEADDR` on TCP listening sockets, so a restart can bind while old connections
+    /// linger in `TIME_WAIT`. Default on. Never set on UDP sockets: there it would let a second
+    /// server take over the port silently.
     pub reuse_address: bool,
-    /// `SO_REUSEPORT`: several processes may bind the same address, and the kernel spreads
-    /// connections and datagrams between them. Default off.
+    /// `SO_REUSEPORT` on every socket: several processes may bind the same address, and the
+    /// kernel spreads connections and datagrams between them. Default off.
     pub reuse_port: bool,
     /// `IPV6_V6ONLY` on IPv6 sockets: `Some(true)` serves IPv6 only, `Some(false)` also accepts
     /// IPv4-mapped peers, `None` keeps the system default.
     pub only_v6: Option<bool>,
-    /// `TCP_NODELAY` on accepted connections, so small replies are not held back by Nagle's
-    /// algorithm. Default on.
+    /// `TCP_NODELAY` on accepted connections. Default on.
     pub nodelay: bool,
     /// `SO_KEEPALIVE` with these parameters on accepted connections. Default off.
     pub keepalive: Option<Keepalive>,
@@ -50,44 +84,83 @@ pub struct ServerConfig {
     pub recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF` on every socket, in bytes. Default: the system's.
     pub send_buffer_size: Option<usize>,
-    /// A connection that sends nothing for this long is closed. Default 60 s. Checked by the
-    /// workers every quarter of the shortest timeout (50 ms to 1 s), so a connection may live
-    /// up to that much longer.
-    pub idle_timeout: Option<Duration>,
-    /// A connection whose replies make no progress for this long is closed: a peer that sends
-    /// but never reads cannot hold memory forever. Default 30 s.
-    pub write_timeout: Option<Duration>,
-    /// Most connections served at once. Further ones get `error: too many connections` and are
-    /// closed. Default 16384.
-    pub max_connections: usize,
+}
+
+/// What the protocol allows a peer (`PROTOCOL.md`, `SECURITY.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
     /// `lines` (default) or `raw` framing on TCP.
     pub framing: Framing,
-    /// Longest line, in content bytes (the `\n` excluded). Default 8192.
+    /// Longest line, in content bytes (the `\n` excluded), in `lines` framing. Default
+    /// [`defaults::MAX_LINE`]; at least 1. Not used in `raw` framing.
     pub max_line: usize,
-    /// Replies are batched in a buffer of this many bytes (one per worker) before each write.
-    /// Default 64 KiB; at least 1. A connection whose peer does not read keeps at most this
-    /// much unsent.
-    pub staging: usize,
-    /// Event-driven TCP worker threads. Default (`None`): one per core.
-    pub workers: Option<usize>,
-    /// How long a graceful shutdown waits for connections to finish their replies. Default 5 s.
-    pub drain_timeout: Duration,
+    /// Most TCP connections at once; further ones get `error: too many connections`. Default
+    /// [`defaults::MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Reply bytes the server buffers across all connections for peers that read slowly.
+    /// Over it, a connection with replies waiting reads nothing until they drain, and the
+    /// others read in small steps. Default [`defaults::REPLY_BUDGET`].
+    pub reply_budget: usize,
     /// Largest UDP request accepted, in bytes; larger ones are dropped. Default and maximum
-    /// 65507, the IPv4 UDP payload limit.
+    /// [`MAX_UDP_PAYLOAD`].
     pub max_datagram: usize,
     /// Drop UDP requests whose reply would be longer than the request, so the server cannot
-    /// amplify traffic towards a spoofed source. Default off (see `PROTOCOL.md` §3).
+    /// amplify traffic towards a spoofed source. Default off (`PROTOCOL.md` §3).
     pub udp_no_amplify: bool,
+    /// Reflection-loop protection on UDP (`PROTOCOL.md` §3.1): low source ports and the echo
+    /// budget. Default [`GuardConfig::DEFAULT`].
+    pub udp_guard: GuardConfig,
+}
+
+/// How the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    /// Worker threads, each an event loop serving TCP and UDP. Default (`None`): one per core.
+    pub workers: Option<usize>,
+    /// A connection that sends nothing for this long is closed. Default
+    /// [`defaults::IDLE_TIMEOUT`]; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// A connection whose replies make no progress for this long is closed. Default
+    /// [`defaults::WRITE_TIMEOUT`]; `None`: never.
+    pub write_timeout: Option<Duration>,
+    /// How long a graceful shutdown waits for replies to be delivered. Default
+    /// [`defaults::DRAIN_TIMEOUT`]; a duration too long to add to the clock means no deadline.
+    pub drain_timeout: Duration,
+    /// How long a connection the server closes keeps discarding its peer's input before the
+    /// socket is closed, so that replies in flight are not destroyed by a reset. Default
+    /// [`defaults::LINGER_TIMEOUT`].
+    pub linger_timeout: Duration,
+}
+
+/// Everything a [`Server`](crate::Server) needs. [`ServerConfig::default`] is what `upcase serve`
+/// uses with no flags.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addresses: Addresses,
+    /// How the sockets are set up.
+    pub socket: SocketOptions,
+    /// What the protocol allows.
+    pub limits: Limits,
+    /// Threads and timeouts.
+    pub runtime: Runtime,
     /// Makes the reply function. Default: [`Uppercase`].
     pub transform: TransformFactory,
 }
 
-impl Default for ServerConfig {
+impl Default for Addresses {
     fn default() -> Self {
         Self {
-            tcp: vec!["127.0.0.1:65432".into()],
-            udp: vec!["127.0.0.1:9876".into()],
-            backlog: 4096,
+            tcp: vec![defaults::TCP.into()],
+            udp: vec![defaults::UDP.into()],
+        }
+    }
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        Self {
+            backlog: defaults::BACKLOG,
             reuse_address: true,
             reuse_port: false,
             only_v6: None,
@@ -95,16 +168,43 @@ impl Default for ServerConfig {
             keepalive: None,
             recv_buffer_size: None,
             send_buffer_size: None,
-            idle_timeout: Some(Duration::from_secs(60)),
-            write_timeout: Some(Duration::from_secs(30)),
-            max_connections: 16384,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
             framing: Framing::Lines,
-            max_line: 8192,
-            staging: 64 * 1024,
-            workers: None,
-            drain_timeout: Duration::from_secs(5),
+            max_line: defaults::MAX_LINE,
+            max_connections: defaults::MAX_CONNECTIONS,
+            reply_budget: defaults::REPLY_BUDGET,
             max_datagram: MAX_UDP_PAYLOAD,
             udp_no_amplify: false,
+            udp_guard: GuardConfig::DEFAULT,
+        }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            idle_timeout: Some(defaults::IDLE_TIMEOUT),
+            write_timeout: Some(defaults::WRITE_TIMEOUT),
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            linger_timeout: defaults::LINGER_TIMEOUT,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addresses: Addresses::default(),
+            socket: SocketOptions::default(),
+            limits: Limits::default(),
+            runtime: Runtime::default(),
             transform: Arc::new(|| Box::new(Uppercase::new())),
         }
     }
@@ -113,16 +213,67 @@ impl Default for ServerConfig {
 impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
-            .field("tcp", &self.tcp)
-            .field("udp", &self.udp)
-            .field("backlog", &self.backlog)
-            .field("framing", &self.framing)
-            .field("max_line", &self.max_line)
-            .field("max_connections", &self.max_connections)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("addresses", &self.addresses)
+            .field("socket", &self.socket)
+            .field("limits", &self.limits)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
 
-/// The largest UDP payload over IPv4: 65535 − 8 (UDP header) − 20 (IPv4 header).
-pub const MAX_UDP_PAYLOAD: usize = 65507;
+/// A configuration that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No TCP and no UDP address: nothing to serve.
+    NothingToServe,
+    /// `max_line` is 0.
+    MaxLineZero,
+    /// `workers` is `Some(0)`.
+    WorkersZero,
+    /// `max_connections` is 0.
+    MaxConnectionsZero,
+    /// `max_datagram` is outside `1..=65507`.
+    MaxDatagram,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NothingToServe => "no tcp and no udp address: nothing to serve",
+            Self::MaxLineZero => "max_line must be at least 1",
+            Self::WorkersZero => "workers must be at least 1",
+            Self::MaxConnectionsZero => "max_connections must be at least 1",
+            Self::MaxDatagram => "max_datagram must be within 1..=65507",
+        })
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// Checks the values that no socket option can fix.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (limits, runtime) = (&self.limits, &self.runtime);
+        if self.addresses.tcp.is_empty() && self.addresses.udp.is_empty() {
+            return Err(ConfigError::NothingToServe);
+        }
+        if limits.max_line == 0 {
+            return Err(ConfigError::MaxLineZero);
+        }
+        if limits.max_connections == 0 {
+            return Err(ConfigError::MaxConnectionsZero);
+        }
+        if runtime.workers == Some(0) {
+            return Err(ConfigError::WorkersZero);
+        }
+        if !(1..=MAX_UDP_PAYLOAD).contains(&limits.max_datagram) {
+            return Err(ConfigError::MaxDatagram);
+        }
+        Ok(())
+    }
+}

@@ -1,14 +1,31 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(unix))]
+compile_error!(
+    "upcase-std supports Unix-like systems only: its servers use epoll or kqueue (through mio) \
+     and Unix socket options"
+);
 
 mod client;
 mod config;
+mod conn;
 mod net;
-mod reactor;
 mod server;
+mod shared;
+mod transform;
+mod udp;
+mod worker;
 
-pub use client::{ClientError, Receiver, Sender, TcpClient, UdpClient};
-pub use config::{Keepalive, MAX_UDP_PAYLOAD, ServerConfig, TransformFactory};
+pub use client::{ClientError, TcpClient, TcpReceiver, TcpSender, UdpClient};
+pub use config::{
+    Addresses, ConfigError, Keepalive, Limits, MAX_UDP_PAYLOAD, Runtime, ServerConfig,
+    SocketOptions, TransformFactory, defaults,
+};
 pub use net::BindError;
-pub use server::{Server, ShutdownHandle, Stats};
-pub use upcase_core::{ByteMap, ErrorReply, Framing, Progress, RequestError, Transform, Uppercase};
+pub use server::{Server, ShutdownHandle};
+pub use shared::{ServerCounters, UdpDrops};
+pub use upcase_core::{
+    ByteMap, ErrorReply, Framing, GuardConfig, Progress, RequestError, Transform, Uppercase,
+};

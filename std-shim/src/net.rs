@@ -1,6 +1,6 @@
 //! Address resolution and socket setup through `socket2`. No `socket2` type leaves this module.
 
-use crate::config::ServerConfig;
+use crate::config::{ConfigError, SocketOptions};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
@@ -23,8 +23,8 @@ pub enum BindError {
         /// What the system said (for example "address already in use").
         source: io::Error,
     },
-    /// The configuration cannot work; the text says why.
-    Config(&'static str),
+    /// The configuration cannot work.
+    Config(ConfigError),
 }
 
 impl std::fmt::Display for BindError {
@@ -32,7 +32,7 @@ impl std::fmt::Display for BindError {
         match self {
             Self::Resolve { addr, source } => write!(f, "cannot resolve {addr:?}: {source}"),
             Self::Socket { addr, source } => write!(f, "cannot bind {addr}: {source}"),
-            Self::Config(why) => write!(f, "invalid configuration: {why}"),
+            Self::Config(e) => write!(f, "invalid configuration: {e}"),
         }
     }
 }
@@ -41,12 +41,18 @@ impl std::error::Error for BindError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Resolve { source, .. } | Self::Socket { source, .. } => Some(source),
-            Self::Config(_) => None,
+            Self::Config(e) => Some(e),
         }
     }
 }
 
-/// Resolves `host:port`; an empty host means all IPv4 interfaces (`0.0.0.0`), as in the lecture.
+impl From<ConfigError> for BindError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// Resolves `host:port`; an empty host means all IPv4 interfaces (`0.0.0.0`).
 /// Duplicate results are bound once.
 pub(crate) fn resolve(spec: &str) -> Result<Vec<SocketAddr>, BindError> {
     let full = if spec.starts_with(':') {
@@ -66,9 +72,11 @@ pub(crate) fn resolve(spec: &str) -> Result<Vec<SocketAddr>, BindError> {
     Ok(addrs)
 }
 
-fn socket(addr: SocketAddr, ty: Type, proto: Protocol, cfg: &ServerConfig) -> io::Result<Socket> {
+fn socket(addr: SocketAddr, ty: Type, proto: Protocol, cfg: &SocketOptions) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
-    socket.set_reuse_address(cfg.reuse_address)?;
+    // SO_REUSEADDR lets a TCP listener bind past connections in TIME_WAIT. On UDP it would let
+    // a second server bind the same port and take its traffic, so it is never set there.
+    socket.set_reuse_address(cfg.reuse_address && proto == Protocol::TCP)?;
     if cfg.reuse_port {
         socket.set_reuse_port(true)?;
     }
@@ -86,7 +94,10 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol, cfg: &ServerConfig) -> io
 }
 
 /// A listening TCP socket with the configured options and backlog.
-pub(crate) fn tcp_listener(addr: SocketAddr, cfg: &ServerConfig) -> Result<TcpListener, BindError> {
+pub(crate) fn tcp_listener(
+    addr: SocketAddr,
+    cfg: &SocketOptions,
+) -> Result<TcpListener, BindError> {
     let make = || {
         let s = socket(addr, Type::STREAM, Protocol::TCP, cfg)?;
         s.listen(i32::try_from(cfg.backlog).unwrap_or(i32::MAX))?;
@@ -96,7 +107,7 @@ pub(crate) fn tcp_listener(addr: SocketAddr, cfg: &ServerConfig) -> Result<TcpLi
 }
 
 /// A bound UDP socket with the configured options.
-pub(crate) fn udp_socket(addr: SocketAddr, cfg: &ServerConfig) -> Result<UdpSocket, BindError> {
+pub(crate) fn udp_socket(addr: SocketAddr, cfg: &SocketOptions) -> Result<UdpSocket, BindError> {
     socket(addr, Type::DGRAM, Protocol::UDP, cfg)
         .map(Into::into)
         .map_err(|source| BindError::Socket { addr, source })
@@ -106,7 +117,7 @@ pub(crate) fn udp_socket(addr: SocketAddr, cfg: &ServerConfig) -> Result<UdpSock
 /// by the workers, since the sockets are non-blocking.)
 pub(crate) fn configure_stream(
     stream: &impl std::os::fd::AsFd,
-    cfg: &ServerConfig,
+    cfg: &SocketOptions,
 ) -> io::Result<()> {
     let stream = SockRef::from(stream);
     stream.set_tcp_nodelay(cfg.nodelay)?;
@@ -120,34 +131,18 @@ pub(crate) fn configure_stream(
     Ok(())
 }
 
-/// Whether `e` is a socket timeout (`SO_RCVTIMEO` expiring on a blocking socket).
-pub(crate) fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Whether an accept failed because the process or system ran out of file descriptors.
+/// Whether an `accept` failed for want of file descriptors (`EMFILE`, `ENFILE`).
 pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
-    // EMFILE is 24 and ENFILE 23 on Linux and the BSDs.
-    matches!(e.raw_os_error(), Some(23 | 24))
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
-/// Logs a warning when the kernel will clamp `backlog` to `net.core.somaxconn`.
-pub(crate) fn warn_if_backlog_clamped(backlog: u32) {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else {
-        return;
-    };
-    if let Ok(max) = text.trim().parse::<u32>()
-        && backlog > max
-    {
-        tracing::warn!(
-            backlog,
-            somaxconn = max,
-            "the kernel clamps the listen backlog to net.core.somaxconn"
-        );
-    }
+/// Whether an `accept` failed for want of a resource that frees up with time: file descriptors
+/// (`EMFILE`, `ENFILE`) or kernel memory (`ENOBUFS`, `ENOMEM`). Retrying at once would spin.
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 #[cfg(test)]
@@ -181,14 +176,32 @@ mod tests {
     fn bind_errors_name_the_address() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let cfg = ServerConfig {
+        let cfg = SocketOptions {
             reuse_address: false,
-            ..ServerConfig::default()
+            ..SocketOptions::default()
         };
         let err = tcp_listener(addr, &cfg).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!("cannot bind {addr}:")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_second_udp_bind_fails_unless_reuse_port_is_asked_for() {
+        let cfg = SocketOptions::default();
+        let first = udp_socket("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = udp_socket(addr, &cfg).unwrap_err();
+        let BindError::Socket { source, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        let shared = SocketOptions {
+            reuse_port: true,
+            ..cfg
+        };
+        let a = udp_socket("127.0.0.1:0".parse().unwrap(), &shared).unwrap();
+        udp_socket(a.local_addr().unwrap(), &shared).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! The lecture's Java UDP client, ported: read a line from stdin (or take the arguments), send
 //! it as one datagram to port 9876, print the reply.
 //!
-//! Run: `echo hello | cargo run --example udp_client` against a running server.
+//! Run: `echo hello | cargo run -p upcase-std --example udp_client` against a running server.
 
 use std::time::Duration;
 use upcase_std::UdpClient;

@@ -1,6 +1,6 @@
 //! The lecture's Python TCP client, ported: send the command-line argument and print the reply.
 //!
-//! Run: `cargo run --example tcp_client -- "hello, world"` against a running server.
+//! Run: `cargo run -p upcase-std --example tcp_client -- "hello, world"` against a running server.
 
 use std::time::Duration;
 use upcase_std::TcpClient;

@@ -1,11 +1,11 @@
-//! A server with your own "secret" `prepareReply`, as in the lecture: here, ROT13 on TCP port
+//! A server with your own "secret" `prepareReply`, as in the lecture's programs: here, ROT13 on TCP port
 //! 65433. Any type implementing `upcase_std::Transform` works; `ByteMap` wraps a byte function.
 //!
-//! Run: `cargo run --example custom_transform`, then
+//! Run: `cargo run -p upcase-std --example custom_transform`, then
 //! `cargo run -- send --addr 127.0.0.1:65433 hello` prints `uryyb`.
 
 use std::sync::Arc;
-use upcase_std::{ByteMap, Server, ServerConfig};
+use upcase_std::{Addresses, ByteMap, Server, ServerConfig};
 
 /// The secret function: ROT13 on ASCII letters, every other byte unchanged.
 fn prepare_reply(b: u8) -> u8 {
@@ -18,13 +18,16 @@ fn prepare_reply(b: u8) -> u8 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig {
-        tcp: vec!["127.0.0.1:65433".into()],
-        udp: vec![],
+        addresses: Addresses {
+            tcp: vec!["127.0.0.1:65433".into()],
+            udp: vec![],
+        },
         transform: Arc::new(|| Box::new(ByteMap(prepare_reply))),
         ..ServerConfig::default()
     };
     let server = Server::bind(config)?;
     println!("listening tcp {}", server.tcp_addrs()[0]);
-    server.run();
+    // Serves until the process is stopped (`upcase serve` adds the signal handling).
+    server.run()?;
     Ok(())
 }

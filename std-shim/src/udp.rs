@@ -1,0 +1,267 @@
+//! A UDP socket served by a worker: one reply datagram per request (`PROTOCOL.md` §3), behind
+//! the reflection-loop guard, in batches of up to [`BATCH`] datagrams per system call on Linux
+//! (`recvmmsg`/`sendmmsg`), one at a time elsewhere.
+
+use crate::config::MAX_UDP_PAYLOAD;
+use crate::shared::{Counters, Drop, Shared};
+use crate::transform::DynTransform;
+use mio::net::UdpSocket;
+use std::io;
+use std::net::SocketAddr;
+use upcase_core::{LoopGuard, transform_datagram};
+
+/// Datagrams received (and replies sent) per system call.
+pub(crate) const BATCH: usize = 32;
+/// Batches one socket may serve per turn before the worker serves the others.
+const BATCHES_PER_TURN: usize = 8;
+/// One byte more than any UDP payload, so that a truncated datagram is recognised.
+const SLOT: usize = 65536;
+/// Peers whose last reply the guard remembers, per socket.
+const GUARD_PEERS: usize = 4096;
+
+/// One UDP socket and what serving it needs.
+pub(crate) struct Endpoint {
+    pub(crate) socket: UdpSocket,
+    local: SocketAddr,
+    transform: DynTransform,
+    guard: Box<LoopGuard<GUARD_PEERS>>,
+    /// `BATCH` request slots of `SLOT` bytes, then `BATCH` reply slots. Allocated zeroed and
+    /// touched only as far as datagrams fill them.
+    requests: Vec<u8>,
+    replies: Vec<u8>,
+}
+
+/// What a turn left.
+pub(crate) enum Turn {
+    /// The socket has no more datagrams now.
+    Drained,
+    /// The turn's budget ran out with datagrams left.
+    More,
+}
+
+impl Endpoint {
+    pub(crate) fn new(socket: UdpSocket, shared: &Shared) -> io::Result<Self> {
+        let local = socket.local_addr()?;
+        Ok(Self {
+            socket,
+            local,
+            transform: DynTransform::new(&shared.config.transform),
+            guard: Box::new(LoopGuard::new(shared.config.limits.udp_guard)),
+            requests: vec![0u8; BATCH * SLOT],
+            replies: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
+        })
+    }
+
+    /// Serves datagrams until the socket would block or the turn's budget is spent.
+    pub(crate) fn turn(&mut self, shared: &Shared) -> Turn {
+        for _ in 0..BATCHES_PER_TURN {
+            let mut received = [(0usize, None::<SocketAddr>); BATCH];
+            let count = match self.receive(&mut received) {
+                Ok(0) => return Turn::Drained,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here; the socket is fine.
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            };
+            let now_ms = shared.epoch.elapsed().as_millis() as u64;
+            let mut out = [(0usize, None::<SocketAddr>); BATCH];
+            for (i, &(len, peer)) in received[..count].iter().enumerate() {
+                let Some(peer) = peer else { continue };
+                match self.answer(i, len, peer, now_ms, shared) {
+                    Ok(n) => out[i] = (n, Some(peer)),
+                    Err(why) => shared.counters.drop_datagram(why),
+                }
+            }
+            self.send(&out[..count], shared);
+            if count < BATCH {
+                return Turn::Drained;
+            }
+        }
+        Turn::More
+    }
+
+    /// Transforms request `i` (`len` bytes from `peer`) into reply slot `i`.
+    fn answer(
+        &mut self,
+        i: usize,
+        len: usize,
+        peer: SocketAddr,
+        now_ms: u64,
+        shared: &Shared,
+    ) -> Result<usize, Drop> {
+        let limits = &shared.config.limits;
+        Counters::add(&shared.counters.bytes_in, len as u64);
+        if len > limits.max_datagram {
+            return Err(Drop::Oversized);
+        }
+        self.guard
+            .check_source(peer, self.local)
+            .map_err(Drop::Refused)?;
+        let request = &self.requests[i * SLOT..i * SLOT + len];
+        let cap = if limits.udp_no_amplify {
+            len
+        } else {
+            MAX_UDP_PAYLOAD
+        };
+        let reply = &mut self.replies[i * MAX_UDP_PAYLOAD..][..cap];
+        let n = match transform_datagram(&mut self.transform, request, reply) {
+            Ok(n) => n,
+            Err(_) if limits.udp_no_amplify => return Err(Drop::Amplification),
+            Err(_) => return Err(Drop::ReplyTooLarge),
+        };
+        self.guard
+            .check_reply(peer, request, &reply[..n], now_ms)
+            .map_err(Drop::Refused)?;
+        Ok(n)
+    }
+
+    /// Receives up to [`BATCH`] datagrams into the request slots: `(length, source)` each.
+    /// A datagram longer than a slot reports the slot's length, which is over any limit.
+    fn receive(&mut self, into: &mut [(usize, Option<SocketAddr>); BATCH]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            batch::receive(&self.socket, &mut self.requests, into)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let (n, peer) = self.socket.recv_from(&mut self.requests[..SLOT])?;
+            into[0] = (n, Some(peer));
+            Ok(1)
+        }
+    }
+
+    /// Sends the replies of `out` (`(length, destination)`; `None` for no reply).
+    fn send(&mut self, out: &[(usize, Option<SocketAddr>)], shared: &Shared) {
+        #[cfg(target_os = "linux")]
+        let sent = batch::send(&self.socket, &self.replies, out);
+        #[cfg(not(target_os = "linux"))]
+        let sent: Vec<io::Result<usize>> = out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(n, peer))| Some((i, n, peer?)))
+            .map(|(i, n, peer)| {
+                self.socket
+                    .send_to(&self.replies[i * MAX_UDP_PAYLOAD..][..n], peer)
+            })
+            .collect();
+        for result in sent {
+            match result {
+                Ok(n) => {
+                    Counters::add(&shared.counters.datagrams, 1);
+                    Counters::add(&shared.counters.bytes_out, n as u64);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP reply not sent");
+                    shared.counters.drop_datagram(Drop::SendFailed);
+                }
+            }
+        }
+    }
+
+    /// Recovers from a panic of the user's transform: a fresh one for the next datagram.
+    pub(crate) fn reset_transform(&mut self, shared: &Shared) {
+        self.transform = DynTransform::new(&shared.config.transform);
+    }
+}
+
+/// `recvmmsg` and `sendmmsg` through `nix`'s safe wrappers.
+#[cfg(target_os = "linux")]
+mod batch {
+    use super::{BATCH, SLOT};
+    use crate::config::MAX_UDP_PAYLOAD;
+    use mio::net::UdpSocket;
+    use nix::sys::socket::{
+        MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg, sendmmsg,
+    };
+    use std::io::{self, IoSlice, IoSliceMut};
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+
+    // The message headers are made per call: they hold raw pointers, so a worker could not be
+    // moved to its thread with them, and making them costs one small allocation per batch.
+
+    pub(super) fn receive(
+        socket: &UdpSocket,
+        slots: &mut [u8],
+        into: &mut [(usize, Option<SocketAddr>); BATCH],
+    ) -> io::Result<usize> {
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = slots
+            .chunks_mut(SLOT)
+            .take(BATCH)
+            .map(|s| [IoSliceMut::new(s)])
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut n = 0;
+        for (slot, msg) in into.iter_mut().zip(results) {
+            *slot = (msg.bytes, msg.address.and_then(|a| to_std(&a)));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub(super) fn send(
+        socket: &UdpSocket,
+        replies: &[u8],
+        out: &[(usize, Option<SocketAddr>)],
+    ) -> Vec<io::Result<usize>> {
+        let mut msgs: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(out.len());
+        for (i, &(len, peer)) in out.iter().enumerate() {
+            if let Some(peer) = peer {
+                msgs.push((&replies[i * MAX_UDP_PAYLOAD..][..len], peer));
+            }
+        }
+        if msgs.is_empty() {
+            return Vec::new();
+        }
+        let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = msgs
+            .iter()
+            .map(|(_, peer)| Some(SockaddrStorage::from(*peer)))
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
+        let mut results = Vec::with_capacity(msgs.len());
+        // A message the kernel refuses (a full send buffer, an unreachable peer) is dropped and
+        // counted; the rest of the batch is sent on.
+        while results.len() < msgs.len() {
+            let k = results.len();
+            match sendmmsg(
+                socket.as_raw_fd(),
+                &mut headers,
+                iovs[k..].iter(),
+                &addrs[k..],
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(sent) => {
+                    let before = results.len();
+                    results.extend(sent.map(|msg| Ok(msg.bytes)));
+                    if results.len() == before {
+                        results.push(Err(io::Error::from(io::ErrorKind::WriteZero)));
+                    }
+                }
+                Err(e) => results.push(Err(io::Error::from(e))),
+            }
+        }
+        results
+    }
+
+    fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = addr.as_sockaddr_in() {
+            return Some(SocketAddr::V4((*v4).into()));
+        }
+        addr.as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6((*v6).into()))
+            .filter(|_| addr.family().is_some())
+    }
+}

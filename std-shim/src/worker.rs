@@ -1,0 +1,426 @@
+//! The worker: one event loop (mio: epoll on Linux, kqueue on the BSDs) that serves TCP
+//! listeners, TCP connections and UDP sockets. A server runs one worker per core.
+//!
+//! Each worker owns its connections and sockets: no locks on the data path. Every worker
+//! watches every listening socket and accepts from it until the backlog is empty, so a storm of
+//! connections is taken off the kernel's queue by all cores at once; each UDP socket belongs to
+//! one worker. Shutdown is an event: a [`Waker`] wakes the worker, which then begins to drain.
+//!
+//! Memory: an idle connection costs its socket and about 200 bytes; a connection with a partial
+//! line also holds that line (at most `max_line + 1` bytes); replies a slow reader has not taken
+//! are bounded by the server-wide reply budget. Each worker has one read buffer (64 KiB plus the
+//! longest line) and one staging buffer (64 KiB), lent to the connection it is serving.
+
+use crate::conn::{Conn, Lend, Step, Timeout, read_buffer};
+use crate::net;
+use crate::shared::{Counters, Shared};
+use crate::transform::DynTransform;
+use crate::udp::{self, Endpoint};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The waker's token. Listeners and UDP sockets count down from below it; connections use
+/// their slot index, far below.
+const WAKER: Token = Token(usize::MAX);
+/// Tokens at or above this one are not connections.
+const FIRST_SPECIAL: usize = usize::MAX - (1 << 20);
+/// Connections one listener may yield before the worker serves its connections again.
+const ACCEPT_BUDGET: usize = 256;
+/// Pause after the process ran out of descriptors or memory, before accepting again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Refused connections a worker keeps for their graceful close; past it, they are closed at
+/// once (a flood must not pin descriptors).
+const MAX_REFUSED_CLOSING: usize = 1024;
+/// Pause after the poller itself failed, before polling again.
+const POLL_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What other threads hold of a worker: a way to wake it.
+pub(crate) struct WorkerHandle {
+    waker: Arc<Waker>,
+}
+
+impl WorkerHandle {
+    /// Wakes the worker so it notices a shutdown.
+    pub(crate) fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake a worker");
+        }
+    }
+}
+
+/// What a worker serves: its poller, duplicates of every listening socket, and its share of
+/// the UDP sockets.
+pub(crate) struct Worker<'s> {
+    shared: &'s Shared,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    udp: Vec<Endpoint>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Connections (and UDP sockets) to serve again after the others: they used up their turn.
+    ready: VecDeque<Token>,
+    lend: Lend,
+    /// A listener used up its budget: accept again before sleeping.
+    accept_more: bool,
+    /// Out of descriptors or memory: no accepting until then.
+    accept_paused_until: Option<Instant>,
+    refused_closing: usize,
+    /// Set when the shutdown began: its deadline (`None`: no deadline).
+    draining: Option<Option<Instant>>,
+}
+
+impl<'s> Worker<'s> {
+    /// A worker with its own poller, and the handle that wakes it.
+    pub(crate) fn new(
+        shared: &'s Shared,
+        listeners: Vec<std::net::TcpListener>,
+        udp: Vec<std::net::UdpSocket>,
+    ) -> io::Result<(Self, WorkerHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let limits = &shared.config.limits;
+        let mut w = Self {
+            shared,
+            poll,
+            listeners: Vec::new(),
+            udp: Vec::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            lend: Lend {
+                read: read_buffer(limits.framing, limits.max_line),
+                staging: vec![0u8; 64 * 1024],
+            },
+            accept_more: true,
+            accept_paused_until: None,
+            refused_closing: 0,
+            draining: None,
+        };
+        for l in listeners {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            let token = Token(usize::MAX - 1 - w.listeners.len());
+            w.poll
+                .registry()
+                .register(&mut l, token, Interest::READABLE)?;
+            w.listeners.push(l);
+        }
+        for s in udp {
+            s.set_nonblocking(true)?;
+            let mut e = Endpoint::new(mio::net::UdpSocket::from_std(s), shared)?;
+            let token = Token(FIRST_SPECIAL + w.udp.len());
+            w.poll
+                .registry()
+                .register(&mut e.socket, token, Interest::READABLE)?;
+            w.udp.push(e);
+            // Datagrams may have queued before the poller watched the socket.
+            w.ready.push_back(token);
+        }
+        Ok((w, WorkerHandle { waker }))
+    }
+
+    /// Runs until a shutdown has drained every connection.
+    pub(crate) fn run(mut self) {
+        let rt = &self.shared.config.runtime;
+        let sweep_every = [rt.idle_timeout, rt.write_timeout, Some(rt.linger_timeout)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(1), |t| {
+                (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+            });
+        let mut next_sweep = Instant::now() + sweep_every;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let mut wake_at = next_sweep;
+            for t in [self.accept_paused_until, self.draining.flatten()]
+                .into_iter()
+                .flatten()
+            {
+                wake_at = wake_at.min(t);
+            }
+            let timeout = if self.ready.is_empty() && !self.accept_more {
+                wake_at.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    if self.shared.may_warn() {
+                        tracing::error!(error = %e, "poll failed; retrying");
+                    }
+                    std::thread::sleep(POLL_BACKOFF);
+                }
+                continue;
+            }
+            let mut woken = false;
+            for ev in &events {
+                match ev.token() {
+                    WAKER => woken = true,
+                    Token(t) if t > usize::MAX - 1 - self.listeners.len() => {
+                        // A listener: accept now unless backing off (then after the pause).
+                        self.accept_more = true;
+                    }
+                    Token(t) if t >= FIRST_SPECIAL => self.ready.push_back(Token(t)),
+                    Token(k) => {
+                        if let Some(Some(c)) = self.conns.get_mut(k) {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                c.readable = true;
+                            }
+                            if ev.is_read_closed() || ev.is_error() {
+                                c.read_closed = true;
+                            }
+                            self.serve(Token(k));
+                        }
+                    }
+                }
+            }
+            // Work that used up its turn, once each.
+            for _ in 0..self.ready.len() {
+                if let Some(t) = self.ready.pop_front() {
+                    self.serve(t);
+                }
+            }
+            let now = Instant::now();
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+            }
+            if self.accept_more && self.accept_paused_until.is_none() && self.draining.is_none() {
+                self.accept_more = false;
+                for i in 0..self.listeners.len() {
+                    self.accept_more |= self.accept(i);
+                }
+            }
+            if woken && self.draining.is_none() && self.shared.stopping.load(Ordering::Acquire) {
+                self.begin_drain();
+            }
+            if let Some(deadline) = self.draining {
+                if self.conns.iter().all(Option::is_none) {
+                    return;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let open = self.conns.iter().flatten().count();
+                    tracing::warn!(open, "drain timeout: closing connections");
+                    for k in 0..self.conns.len() {
+                        self.close(k, "drain timeout");
+                    }
+                    return;
+                }
+            }
+            if Instant::now() >= next_sweep {
+                self.sweep();
+                next_sweep = Instant::now() + sweep_every;
+            }
+        }
+    }
+
+    /// Serves connection or UDP socket `t` for one turn, and keeps a panic of the user's
+    /// transform to that one connection or datagram.
+    fn serve(&mut self, t: Token) {
+        let shared = self.shared;
+        let draining = self.draining.is_some();
+        if t.0 >= FIRST_SPECIAL {
+            let Some(e) = self.udp.get_mut(t.0 - FIRST_SPECIAL) else {
+                return;
+            };
+            match catch_unwind(AssertUnwindSafe(|| e.turn(shared))) {
+                Ok(udp::Turn::Drained) => {}
+                Ok(udp::Turn::More) => self.ready.push_back(t),
+                Err(_) => {
+                    Counters::add(&shared.counters.panics, 1);
+                    tracing::error!("the transform panicked on a datagram; it was dropped");
+                    e.reset_transform(shared);
+                    self.ready.push_back(t);
+                }
+            }
+            return;
+        }
+        let k = t.0;
+        let Some(Some(c)) = self.conns.get_mut(k) else {
+            return;
+        };
+        let lend = &mut self.lend;
+        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, draining))) {
+            Ok(step) => step,
+            Err(_) => {
+                Counters::add(&shared.counters.panics, 1);
+                tracing::error!(peer = %c.peer, "the transform panicked; connection closed");
+                if self.lend.read.is_empty() {
+                    let limits = &shared.config.limits;
+                    self.lend.read = read_buffer(limits.framing, limits.max_line);
+                }
+                Step::Close("transform panicked")
+            }
+        };
+        let step = match step {
+            Step::Close(why) => Step::Close(why),
+            other => match self.watch(k) {
+                Ok(()) => other,
+                Err(_) => Step::Close("cannot watch the socket"),
+            },
+        };
+        match step {
+            Step::Wait => {}
+            Step::Yield => self.ready.push_back(t),
+            Step::Close(why) => self.close(k, why),
+        }
+    }
+
+    /// Watches connection `k` for writability exactly while it has output waiting.
+    fn watch(&mut self, k: usize) -> io::Result<()> {
+        let Some(Some(c)) = self.conns.get_mut(k) else {
+            return Ok(());
+        };
+        let want = c.wants_write();
+        if want != c.watch_writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            self.poll
+                .registry()
+                .reregister(&mut c.stream, Token(k), interest)?;
+            c.watch_writable = want;
+        }
+        Ok(())
+    }
+
+    /// Accepts from listener `i` until its backlog is empty or the budget is spent. Returns
+    /// whether more may be waiting.
+    fn accept(&mut self, i: usize) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listeners.get(i) else {
+                return false;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if net::is_resource_exhaustion(&e) => {
+                    if self.shared.may_warn() {
+                        let what = if net::is_fd_exhaustion(&e) {
+                            "out of file descriptors"
+                        } else {
+                            "out of kernel memory"
+                        };
+                        tracing::warn!(error = %e, "cannot accept: {what}; backing off 50 ms (logged at most once a second)");
+                    }
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return true;
+                }
+                // ECONNABORTED and friends: that one connection is gone, the listener is fine.
+                Err(e) => tracing::debug!(error = %e, "accept failed"),
+            }
+        }
+        true
+    }
+
+    /// Takes a new connection under the cap, or refuses it with an error line and a graceful
+    /// close.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let shared = self.shared;
+        let conn = if shared.take_slot() {
+            if let Err(e) = net::configure_stream(&stream, &shared.config.socket) {
+                tracing::debug!(%peer, error = %e, "cannot configure connection");
+            }
+            Counters::add(&shared.counters.connections, 1);
+            tracing::debug!(%peer, "connection opened");
+            Conn::new(stream, peer, DynTransform::new(&shared.config.transform))
+        } else {
+            Counters::add(&shared.counters.refused, 1);
+            tracing::debug!(%peer, "refused: connection cap reached");
+            if self.refused_closing >= MAX_REFUSED_CLOSING {
+                return; // closed at once: a flood must not pin descriptors
+            }
+            self.refused_closing += 1;
+            let linger = shared.config.runtime.linger_timeout;
+            Conn::refused(stream, peer, Instant::now().checked_add(linger))
+        };
+        let k = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let mut conn = conn;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, Token(k), Interest::READABLE)
+        {
+            tracing::debug!(%peer, error = %e, "cannot register the connection");
+            self.free.push(k);
+            self.forget(conn);
+            return;
+        }
+        self.conns[k] = Some(conn);
+        // Serve it now: its first bytes (or the refusal) need no other event.
+        self.serve(Token(k));
+    }
+
+    /// Graceful shutdown: stop accepting; every connection answers what it has read, then
+    /// closes gracefully by the drain deadline.
+    fn begin_drain(&mut self) {
+        let deadline = Instant::now().checked_add(self.shared.config.runtime.drain_timeout);
+        self.draining = Some(deadline);
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        for mut e in self.udp.drain(..) {
+            let _ = self.poll.registry().deregister(&mut e.socket);
+        }
+        self.ready.retain(|t| t.0 < FIRST_SPECIAL);
+        for k in 0..self.conns.len() {
+            if let Some(Some(c)) = self.conns.get_mut(k) {
+                c.begin_drain(deadline);
+                self.ready.push_back(Token(k));
+            }
+        }
+    }
+
+    /// Applies the idle, write and linger timeouts.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        for k in 0..self.conns.len() {
+            let Some(Some(c)) = self.conns.get_mut(k) else {
+                continue;
+            };
+            match c.check_timeouts(now, self.shared) {
+                Timeout::None => {}
+                Timeout::Close(why) => self.close(k, why),
+                // A connection that just began to close is served now: its FIN goes out.
+                Timeout::Closing => self.ready.push_back(Token(k)),
+            }
+        }
+    }
+
+    fn close(&mut self, k: usize, why: &'static str) {
+        let Some(slot) = self.conns.get_mut(k) else {
+            return;
+        };
+        let Some(mut c) = slot.take() else { return };
+        self.free.push(k);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        tracing::debug!(peer = %c.peer, why, "connection closed");
+        self.forget(c);
+        // A stale token of `k` may still wait in `ready`: serving it costs one read that
+        // would block, so it is not searched for.
+    }
+
+    /// Releases what a connection holds: its counters, its unsent output, its place under the
+    /// cap. Dropping it closes the socket.
+    fn forget(&mut self, c: Conn) {
+        if c.counted {
+            self.shared.release_slot();
+        } else {
+            self.refused_closing -= 1;
+        }
+        c.finish(self.shared);
+    }
+}
