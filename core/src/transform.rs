@@ -372,6 +372,18 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
 
 impl Transform for Uppercase {
     fn process(&mut self, input: &[u8], output: &mut [u8]) -> Progress {
+        if !cfg!(feature = "unicode") {
+            // ASCII-only build: each byte on its own, non-ASCII bytes copied as they are. Nothing
+            // is ever carried or held, so the code for that is not even linked.
+            let n = input.len().min(output.len());
+            for (o, &i) in output[..n].iter_mut().zip(&input[..n]) {
+                *o = i.to_ascii_uppercase();
+            }
+            return Progress {
+                read: n,
+                written: n,
+            };
+        }
         let mut written = self.drain_pending(output);
         let mut read = 0;
         if self.pending_len != 0 {
@@ -404,13 +416,6 @@ impl Transform for Uppercase {
                 written += n;
                 continue;
             }
-            if !cfg!(feature = "unicode") {
-                // ASCII-only build: non-ASCII bytes are data, copied as they are.
-                out[0] = rest[0];
-                read += 1;
-                written += 1;
-                continue;
-            }
             match utf8::next(rest) {
                 utf8::Step::Char(c, len) => {
                     written += self.emit_char(c, out);
@@ -436,6 +441,9 @@ impl Transform for Uppercase {
     }
 
     fn finish(&mut self, output: &mut [u8]) -> usize {
+        if !cfg!(feature = "unicode") {
+            return 0; // nothing is ever held without Unicode
+        }
         let mut written = self.drain_pending(output);
         if self.pending_len == 0 && self.carry_len != 0 {
             let held = usize::from(self.carry_len);
