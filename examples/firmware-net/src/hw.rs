@@ -1,0 +1,268 @@
+//! Every `unsafe` of the image lives here: the Ethernet MAC's registers, the clock gate, the
+//! interrupt table and its Ethernet handler, the static buffers, and the stack painting. Each
+//! item outside this file is safe to call.
+
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::exception;
+
+use crate::sizes;
+
+// ---------------------------------------------------------------------------------------------
+// The Ethernet MAC of the LM3S6965 (datasheet chapter "Ethernet Controller"; QEMU models it in
+// hw/net/stellaris_enet.c).
+
+/// Base of the MAC's register block.
+const MAC: usize = 0x4004_8000;
+
+/// The MAC registers this driver uses, by offset from [`MAC`].
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum MacReg {
+    /// MACRIS on read (raw interrupt status), MACIACK on write (acknowledge those bits).
+    RisIack = 0x00,
+    /// MACIM: interrupt mask.
+    Im = 0x04,
+    /// MACRCTL: receive control.
+    Rctl = 0x08,
+    /// MACTCTL: transmit control.
+    Tctl = 0x0C,
+    /// MACDATA: a read pops one word of the RX FIFO, a write pushes one word onto the TX FIFO.
+    Data = 0x10,
+    /// MACIA0: MAC address bytes 0..4, little-endian.
+    Ia0 = 0x14,
+    /// MACIA1: MAC address bytes 4..6.
+    Ia1 = 0x18,
+    /// MACNP: number of whole frames in the RX FIFO.
+    Np = 0x34,
+    /// MACTR: bit 0 (NEWTX) starts sending the frame in the TX FIFO; it reads 1 until sent.
+    Tr = 0x38,
+}
+
+/// Reads a MAC register.
+pub fn mac_read(reg: MacReg) -> u32 {
+    // SAFETY: `MAC + reg` is one of the MAC's 32-bit registers, always mapped on this chip once
+    // its clock is on (QEMU maps it unconditionally). Reading MACDATA pops the RX FIFO, which
+    // is a hardware effect, not a memory one: the driver reads it only while a frame is there.
+    unsafe { ptr::read_volatile((MAC + reg as usize) as *const u32) }
+}
+
+/// Writes a MAC register.
+pub fn mac_write(reg: MacReg, value: u32) {
+    // SAFETY: as in `mac_read`: a mapped 32-bit device register that no Rust object aliases.
+    unsafe { ptr::write_volatile((MAC + reg as usize) as *mut u32, value) }
+}
+
+/// RCGC2, the run-mode clock gates of the EMAC and its PHY.
+const RCGC2: usize = 0x400F_E108;
+/// RCGC2: EMAC0 and EPHY0.
+const RCGC2_EMAC_EPHY: u32 = (1 << 28) | (1 << 30);
+
+/// Turns on the clocks of the Ethernet MAC and PHY (QEMU does not gate them, a chip does).
+pub fn enable_ethernet_clocks() {
+    // SAFETY: RCGC2 is a mapped 32-bit system-control register; setting the two clock-gate
+    // bits only powers the Ethernet blocks. Nothing else touches RCGC2 concurrently: this runs
+    // once, at boot, before interrupts are enabled.
+    unsafe {
+        let v = ptr::read_volatile(RCGC2 as *const u32);
+        ptr::write_volatile(RCGC2 as *mut u32, v | RCGC2_EMAC_EPHY);
+    }
+}
+
+/// The Ethernet controller's interrupt line on the LM3S6965.
+const ETHERNET_IRQ: u16 = 42;
+
+#[derive(Clone, Copy)]
+struct Irq(u16);
+
+// SAFETY: the number is a valid external interrupt line of this chip (below the 43 entries of
+// `__INTERRUPTS`), which is all `InterruptNumber` requires.
+unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
+    fn number(self) -> u16 {
+        self.0
+    }
+}
+
+/// Ethernet interrupt: acknowledges every cause, so the line drops. Its only job is to end a
+/// `wfi`; the main loop then looks at MACNP itself.
+unsafe extern "C" fn ethernet_irq() {
+    mac_write(MacReg::RisIack, 0x7F);
+}
+
+/// Any other interrupt: none is enabled, so one arriving is a fault. End the run.
+unsafe extern "C" fn default_irq() {
+    cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// The interrupt vectors after the 16 exception vectors: up to the Ethernet line (42), not
+/// cortex-m-rt's default 240 entries.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+#[used]
+pub static __INTERRUPTS: [unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1] = {
+    let mut table = [default_irq as unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1];
+    table[ETHERNET_IRQ as usize] = ethernet_irq;
+    table
+};
+
+// ---------------------------------------------------------------------------------------------
+// Time: SysTick every millisecond.
+
+/// QEMU's lm3s6965evb runs the core at 12.5 MHz out of reset (200 MHz / (SYSDIV + 1), with the
+/// reset value of RCC); a real chip out of reset runs on its 12 MHz ±30 % internal oscillator.
+pub const SYSCLK_HZ: u32 = 12_500_000;
+
+/// Milliseconds since boot, wrapping; written only by the SysTick handler.
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+#[exception]
+fn SysTick() {
+    // The only writer, so a load and a store suffice (no read-modify-write atomics needed).
+    TICKS.store(
+        TICKS.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
+/// Milliseconds since boot, wrapping after 49 days ([`crate::Clock`] widens it).
+pub fn ticks_ms() -> u32 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// Starts the 1 ms SysTick and unmasks the Ethernet interrupt. Call once, with the MAC set up.
+pub fn start_interrupts(mut syst: cortex_m::peripheral::SYST) {
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(SYSCLK_HZ / 1000 - 1);
+    syst.clear_current();
+    syst.enable_interrupt();
+    syst.enable_counter();
+    // SAFETY: unmasking can break a critical section that relies on this line being masked;
+    // there is none: the handler only acknowledges the MAC's interrupt causes.
+    unsafe { cortex_m::peripheral::NVIC::unmask(Irq(ETHERNET_IRQ)) };
+}
+
+/// Sleeps until an interrupt (a frame, or the next millisecond tick) unless `busy()` says
+/// there is work. `busy` runs with interrupts masked, so an interrupt arriving after it looked
+/// still ends the sleep: `wfi` wakes on a pending interrupt even while it is masked.
+pub fn sleep_unless(busy: impl FnOnce() -> bool) {
+    cortex_m::interrupt::free(|_| {
+        if !busy() {
+            cortex_m::asm::wfi();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static buffers: every byte the network uses, sized in `sizes.rs`, in `.bss`.
+
+/// One TCP socket's buffers.
+pub struct TcpBuffers {
+    /// The socket's receive ring.
+    pub rx: [u8; sizes::TCP_RX],
+    /// The socket's transmit ring, where replies are written in place.
+    pub tx: [u8; sizes::TCP_TX],
+    /// The session's line storage.
+    pub line: [u8; sizes::LINE_STORAGE],
+}
+
+/// All of the image's buffers. Each is made of plain byte arrays, so the whole block is
+/// zero-initialised `.bss`: no flash copy, no runtime construction.
+pub struct Buffers {
+    /// Per TCP socket.
+    pub tcp: &'static mut [TcpBuffers; sizes::TCP_SOCKETS],
+    /// The UDP socket's receive payload ring.
+    pub udp_rx: &'static mut [u8; sizes::UDP_RX],
+    /// The UDP socket's transmit payload ring.
+    pub udp_tx: &'static mut [u8; sizes::UDP_TX],
+    /// Where one UDP reply is built before it is queued.
+    pub udp_reply: &'static mut [u8; sizes::MAX_DATAGRAM],
+    /// One received frame as the RX FIFO delivers it (length, frame, FCS).
+    pub frame_rx: &'static mut [u8; sizes::RX_FIFO_FRAME],
+    /// One frame to transmit.
+    pub frame_tx: &'static mut [u8; sizes::FRAME],
+}
+
+/// Hands out the buffers. Returns `None` after the first call, so no two `&mut` alias.
+pub fn take_buffers() -> Option<Buffers> {
+    const TCP: TcpBuffers = TcpBuffers {
+        rx: [0; sizes::TCP_RX],
+        tx: [0; sizes::TCP_TX],
+        line: [0; sizes::LINE_STORAGE],
+    };
+    static mut TCP_BUFFERS: [TcpBuffers; sizes::TCP_SOCKETS] = [TCP; sizes::TCP_SOCKETS];
+    static mut UDP_RX: [u8; sizes::UDP_RX] = [0; sizes::UDP_RX];
+    static mut UDP_TX: [u8; sizes::UDP_TX] = [0; sizes::UDP_TX];
+    static mut UDP_REPLY: [u8; sizes::MAX_DATAGRAM] = [0; sizes::MAX_DATAGRAM];
+    static mut FRAME_RX: [u8; sizes::RX_FIFO_FRAME] = [0; sizes::RX_FIFO_FRAME];
+    static mut FRAME_TX: [u8; sizes::FRAME] = [0; sizes::FRAME];
+    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    // Single core, and no interrupt handler touches TAKEN: a load and a store suffice.
+    if TAKEN.load(Ordering::Relaxed) {
+        return None;
+    }
+    TAKEN.store(true, Ordering::Relaxed);
+    // SAFETY: TAKEN makes this block run at most once, so these are the only references to
+    // these statics for the life of the program.
+    unsafe {
+        Some(Buffers {
+            tcp: &mut *ptr::addr_of_mut!(TCP_BUFFERS),
+            udp_rx: &mut *ptr::addr_of_mut!(UDP_RX),
+            udp_tx: &mut *ptr::addr_of_mut!(UDP_TX),
+            udp_reply: &mut *ptr::addr_of_mut!(UDP_REPLY),
+            frame_rx: &mut *ptr::addr_of_mut!(FRAME_RX),
+            frame_tx: &mut *ptr::addr_of_mut!(FRAME_TX),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stack high-water mark.
+
+/// The word painted over the free stack at boot.
+const PAINT: u32 = 0xDEAD_BEEF;
+
+unsafe extern "C" {
+    /// Lowest address of the stack region (cortex-m-rt's `link.x`).
+    static _stack_end: u32;
+    /// Initial stack pointer: the top of the stack region.
+    static _stack_start: u32;
+}
+
+fn stack_bounds() -> (usize, usize) {
+    (
+        ptr::addr_of!(_stack_end) as usize,
+        ptr::addr_of!(_stack_start) as usize,
+    )
+}
+
+/// Paints the unused stack, from its lowest address up to 64 bytes below the current stack
+/// pointer, so [`stack_high_water`] can tell later how deep the stack went.
+#[inline(never)]
+pub fn paint_stack() {
+    let (bottom, _) = stack_bounds();
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = bottom;
+    while p + 4 <= sp.saturating_sub(64) {
+        // SAFETY: [bottom, sp - 64) is stack memory below the live frames: nothing uses it yet,
+        // and it is word-aligned (cortex-m-rt aligns _stack_end to 4).
+        unsafe { ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
+/// the lowest word that no longer holds the paint.
+pub fn stack_high_water() -> usize {
+    let (bottom, top) = stack_bounds();
+    let mut p = bottom;
+    // SAFETY: every address in [bottom, top) is mapped, word-aligned RAM of the stack region.
+    while p < top && unsafe { ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    top - p
+}
