@@ -894,13 +894,23 @@ fn hold_conns(load: Load<'_>, conns: usize) -> Outcome {
                     }
                 }
                 let mut buf = vec![0u8; p.replies.iter().map(Vec::len).max().unwrap_or(0)];
+                // One deadline for every reply, not a timeout per socket read in turn: a silent
+                // server costs --timeout, not --timeout times the connections.
+                let deadline = Instant::now() + load.timeout;
                 for (k, (id, sock, _)) in chunk.iter().enumerate() {
                     let mut sock: &TcpStream = sock;
                     if !ok[k] {
                         continue;
                     }
                     let want = &p.replies[id % p.replies.len()];
-                    match sock.read_exact(&mut buf[..want.len()]) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let read = if left.is_zero() {
+                        Err(io::ErrorKind::TimedOut.into())
+                    } else {
+                        sock.set_read_timeout(Some(left))
+                            .and_then(|()| sock.read_exact(&mut buf[..want.len()]))
+                    };
+                    match read {
                         Ok(()) if buf[..want.len()] == want[..] => {
                             answered.fetch_add(1, Ordering::Relaxed);
                             c.verified(want.len());

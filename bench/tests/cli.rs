@@ -356,6 +356,35 @@ fn a_silent_tcp_server_times_out_in_words() {
 }
 
 #[test]
+fn a_silent_server_costs_conns_mode_one_timeout_not_one_per_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // 64 connections wait in the listen backlog, accepted by the kernel, never answered.
+    let r = bench(
+        &[
+            "--mode",
+            "conns",
+            "--addr",
+            &addr,
+            "-c",
+            "64",
+            "--timeout",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stdout.contains("opened 64/64, answered 0, failed 64"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("no reply within 1.0 s"), "{}", r.stderr);
+    assert!(r.took < Duration::from_secs(5), "took {:?}", r.took);
+    drop(l);
+}
+
+#[test]
 fn help_lists_every_mode() {
     for flag in ["-h", "--help"] {
         let r = bench(&[flag], LIMIT);
