@@ -19,7 +19,9 @@ async fn main() -> std::io::Result<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf).await else { continue };
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
             let reply = String::from_utf8_lossy(&buf[..n]).to_uppercase();
             let _ = socket.send_to(reply.as_bytes(), peer).await;
         }
