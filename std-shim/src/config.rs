@@ -29,7 +29,7 @@ pub mod defaults {
     /// How long a graceful shutdown waits for replies to be delivered.
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long a closing connection discards its peer's input before it is closed.
-    pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 /// The largest UDP payload over IPv4: 65535 − 8 (UDP header) − 20 (IPv4 header).
