@@ -1,7 +1,11 @@
-//! Every `unsafe` of the image lives here: the UART0 registers and the stack painting.
+//! Every `unsafe` of the image lives here: the UART0 registers, the static session, the
+//! image's own `memcpy`, the interrupt table, and (with `report`) the stack painting.
 
 use core::convert::Infallible;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use upcase_core::{LineFramer, Session, Uppercase};
 
 /// UART0 of the LM3S6965.
 const UART0: usize = 0x4000_C000;
@@ -104,8 +108,10 @@ impl embedded_io::Write for Uart {
 }
 
 /// The word painted over the free stack at boot.
+#[cfg(feature = "report")]
 const PAINT: u32 = 0xDEAD_BEEF;
 
+#[cfg(feature = "report")]
 unsafe extern "C" {
     /// Lowest address of the stack region (cortex-m-rt's `link.x`).
     static _stack_end: u32;
@@ -113,6 +119,7 @@ unsafe extern "C" {
     static _stack_start: u32;
 }
 
+#[cfg(feature = "report")]
 fn stack_bounds() -> (usize, usize) {
     (
         ptr::addr_of!(_stack_end) as usize,
@@ -122,6 +129,7 @@ fn stack_bounds() -> (usize, usize) {
 
 /// Paints the unused stack, from its lowest address up to 64 bytes below the current stack
 /// pointer, so [`stack_high_water`] can tell later how deep the stack went.
+#[cfg(feature = "report")]
 #[inline(never)]
 pub fn paint_stack() {
     let (bottom, _) = stack_bounds();
@@ -137,6 +145,7 @@ pub fn paint_stack() {
 
 /// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
 /// the lowest word that no longer holds the paint.
+#[cfg(feature = "report")]
 pub fn stack_high_water() -> usize {
     let (bottom, top) = stack_bounds();
     let mut p = bottom;
@@ -152,31 +161,76 @@ pub const LINE_STORAGE: usize = 257;
 /// Staging buffer for replies.
 pub const STAGING: usize = 64;
 
-/// The image's two buffers, in `.bss` (zeroed by the reset handler, no runtime copy).
-pub struct Buffers {
-    pub line: &'static mut [u8; LINE_STORAGE],
+/// The UART's session: lines framing over an owned 257-byte array, and the uppercase transform.
+pub type UartSession = Session<[u8; LINE_STORAGE], Uppercase>;
+
+/// What the image serves with, in `.bss` (all zeros, cleared by the reset handler: no copy from
+/// flash and no initialisation code).
+pub struct State {
+    pub session: &'static mut UartSession,
     pub staging: &'static mut [u8; STAGING],
 }
 
-/// Hands out the buffers. Returns `None` after the first call, so no two `&mut` alias.
-pub fn take_buffers() -> Option<Buffers> {
-    static mut LINE: [u8; LINE_STORAGE] = [0; LINE_STORAGE];
+/// Hands out the session and the staging buffer. Returns `None` after the first call, so no
+/// two `&mut` alias.
+pub fn take_state() -> Option<State> {
+    static mut SESSION: UartSession = Session::lines(LineFramer::new_array(), Uppercase::new());
     static mut STAGE: [u8; STAGING] = [0; STAGING];
-    static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    static TAKEN: AtomicBool = AtomicBool::new(false);
     // Single core, no interrupt handler touches TAKEN: a load and a store suffice (no CAS, so
     // this also runs on a Cortex-M0).
-    if TAKEN.load(core::sync::atomic::Ordering::Relaxed) {
+    if TAKEN.load(Ordering::Relaxed) {
         return None;
     }
-    TAKEN.store(true, core::sync::atomic::Ordering::Relaxed);
+    TAKEN.store(true, Ordering::Relaxed);
     // SAFETY: TAKEN makes this block run at most once, so these are the only references to
     // the two statics for the life of the program.
     unsafe {
-        Some(Buffers {
-            line: &mut *ptr::addr_of_mut!(LINE),
+        Some(State {
+            session: &mut *ptr::addr_of_mut!(SESSION),
             staging: &mut *ptr::addr_of_mut!(STAGE),
         })
     }
+}
+
+/// The image's own `memcpy`, under the name the ARM EABI gives it (the compiler lowers every
+/// `copy_from_slice` to a call of `__aeabi_memcpy`). It replaces `compiler_builtins`' (weak)
+/// version: that one is tuned for speed, and costs 1 KiB of flash with `__aeabi_memclr4`. The
+/// copies here are a few bytes to a few dozen, into a UART: a byte loop is fast enough.
+///
+/// # Safety
+///
+/// The caller (compiler-generated code) passes `n` readable bytes at `src`, `n` writable bytes
+/// at `dest`, not overlapping: `memcpy`'s contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "aapcs" fn __aeabi_memcpy(dest: *mut u8, src: *const u8, n: usize) {
+    for i in 0..n {
+        // SAFETY: i < n, and the caller passes n readable bytes at src and n writable bytes at
+        // dest. Volatile, so the compiler cannot turn this loop back into a call of memcpy.
+        unsafe { ptr::write_volatile(dest.add(i), ptr::read_volatile(src.add(i))) };
+    }
+}
+
+/// [`__aeabi_memcpy`] for word-aligned pointers: the same byte loop.
+///
+/// # Safety
+///
+/// As [`__aeabi_memcpy`]; the alignment is not needed.
+#[unsafe(no_mangle)]
+pub unsafe extern "aapcs" fn __aeabi_memcpy4(dest: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract is `__aeabi_memcpy`'s, and more.
+    unsafe { __aeabi_memcpy(dest, src, n) }
+}
+
+/// [`__aeabi_memcpy`] for 8-byte-aligned pointers: the same byte loop.
+///
+/// # Safety
+///
+/// As [`__aeabi_memcpy`]; the alignment is not needed.
+#[unsafe(no_mangle)]
+pub unsafe extern "aapcs" fn __aeabi_memcpy8(dest: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: the caller's contract is `__aeabi_memcpy`'s, and more.
+    unsafe { __aeabi_memcpy(dest, src, n) }
 }
 
 /// The interrupt vectors after the 16 exception vectors. The image enables no interrupt, and

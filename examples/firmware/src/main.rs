@@ -12,41 +12,41 @@
 
 #[allow(unsafe_code)]
 mod hw;
+mod terminal;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use upcase_core::{LineFramer, Session, Uppercase, blocking};
+use upcase_core::blocking;
 
 #[cfg(feature = "defmt")]
 use defmt_rtt as _;
 
 #[entry]
 fn main() -> ! {
+    #[cfg(feature = "report")]
     hw::paint_stack();
-    // Called once, so the buffers are always there.
-    let Some(hw::Buffers { line, staging }) = hw::take_buffers() else {
+    // Called once, so the state is always there.
+    let Some(hw::State { session, staging }) = hw::take_state() else {
         exit(false)
     };
-    let mut uart = hw::Uart::new();
-    let mut session = Session::lines(LineFramer::new(&mut line[..]), Uppercase::new());
+    let mut uart = terminal::Terminal::new(hw::Uart::new());
     // The UART never fails and never accepts zero bytes, so this cannot be an error.
-    if blocking::serve(&mut uart, &mut session, staging).is_err() {
+    if blocking::serve(&mut uart, session, staging).is_err() {
         exit(false)
     }
-    let summary = session.counters();
-    let stack = hw::stack_high_water();
+    let counters = session.counters();
     #[cfg(feature = "defmt")]
-    defmt::info!("session {} stack {=usize} B", summary, stack);
+    defmt::info!("session {}", counters);
     #[cfg(feature = "report")]
     cortex_m_semihosting::hprintln!(
         "\nsession: bytes_in={} bytes_out={} lines={} overlong={} stack_high_water={}B",
-        summary.bytes_in,
-        summary.bytes_out,
-        summary.lines,
-        summary.overlong,
-        stack
+        counters.bytes_in,
+        counters.bytes_out,
+        counters.lines,
+        counters.overlong,
+        hw::stack_high_water()
     );
-    let _ = (summary, stack);
+    let _ = counters;
     exit(true)
 }
 
