@@ -217,22 +217,24 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         }
     }
 
-    /// Where the driver reads the next bytes into. Call only after
-    /// [`poll_transmit`](Self::poll_transmit) returned `0`: then this is never empty (for a
-    /// storage of at least one byte). In `raw` framing it is the whole storage.
+    /// Where the driver reads the next bytes into. After
+    /// [`poll_transmit`](Self::poll_transmit) returned `0` this is never empty (for a storage of
+    /// at least one byte); in `raw` framing it is then the whole storage. While a reply is in
+    /// progress it is empty: the storage still holds the input being answered.
     pub fn recv_buffer(&mut self) -> &mut [u8] {
+        if self.job != Job::Idle {
+            return &mut [];
+        }
         match &mut self.input {
             Input::Lines(framer) => framer.spare(),
-            Input::Raw(buffer) if self.job == Job::Idle => buffer.as_mut(),
-            // A chunk is still being answered: reading over it would lose it.
-            Input::Raw(_) => &mut [],
+            Input::Raw(buffer) => buffer.as_mut(),
         }
     }
 
     /// Records that `n` bytes were read into [`recv_buffer`](Self::recv_buffer). `n` is clamped
-    /// to what it offered. Ignored after EOF or shutdown.
+    /// to what it offered. Ignored after EOF or shutdown, and while a reply is in progress.
     pub fn handle_recv(&mut self, n: usize) {
-        if self.phase != Phase::Open || n == 0 {
+        if self.phase != Phase::Open || n == 0 || self.job != Job::Idle {
             return;
         }
         let taken = match &mut self.input {
@@ -241,7 +243,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                 framer.commit(n);
                 framer.buffered() - before
             }
-            Input::Raw(buffer) if self.job == Job::Idle => {
+            Input::Raw(buffer) => {
                 let end = n.min(buffer.as_ref().len());
                 self.job = Job::Input {
                     pos: 0,
@@ -250,7 +252,6 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                 };
                 end
             }
-            Input::Raw(_) => 0,
         };
         self.counters.bytes_in = self.counters.bytes_in.wrapping_add(taken as u32);
     }
