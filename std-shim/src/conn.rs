@@ -211,6 +211,10 @@ impl Conn {
                         break;
                     }
                     self.out.send(&mut self.stream, &lend.staging[..n], shared);
+                    // Counted as soon as they are handed over: should the user's transform panic
+                    // in the next batch, the counters not yet taken are that lost batch's only
+                    // (see `abandon`).
+                    add_counters(shared, session.take_counters());
                 }
                 if session.is_done() {
                     self.end_session(lend, shared);
@@ -388,11 +392,17 @@ impl Conn {
     /// Moves the session's counters into the server's.
     fn account(&mut self, shared: &Shared) {
         if let State::Busy(session) = &mut self.state {
-            let c = session.take_counters();
-            let counters = &shared.counters;
-            Counters::add(&counters.bytes_in, c.bytes_in.into());
-            Counters::add(&counters.lines, c.lines.into());
-            Counters::add(&counters.overlong, c.overlong.into());
+            add_counters(shared, session.take_counters());
+        }
+    }
+
+    /// After the user's transform panicked in this connection's turn: the replies of the batch
+    /// it was producing never left, so the lines it counted are dropped (the bytes it read
+    /// still count). The worker then closes the connection.
+    pub(crate) fn abandon(&mut self, shared: &Shared) {
+        if let State::Busy(session) = &mut self.state {
+            let lost = session.take_counters();
+            Counters::add(&shared.counters.bytes_in, lost.bytes_in.into());
         }
     }
 
@@ -462,6 +472,14 @@ impl Output {
         self.sent = 0;
         self.stalled_since = None;
     }
+}
+
+/// Adds a session's counters to the server's.
+fn add_counters(shared: &Shared, c: upcase_core::Counters) {
+    let counters = &shared.counters;
+    Counters::add(&counters.bytes_in, c.bytes_in.into());
+    Counters::add(&counters.lines, c.lines.into());
+    Counters::add(&counters.overlong, c.overlong.into());
 }
 
 /// A session of the configured framing over `storage`.

@@ -70,9 +70,19 @@ impl Endpoint {
             let mut out = [(0usize, None::<SocketAddr>); BATCH];
             for (i, &(len, peer)) in received[..count].iter().enumerate() {
                 let Some(peer) = peer else { continue };
-                match self.answer(i, len, peer, now_ms, shared) {
-                    Ok(n) => out[i] = (n, Some(peer)),
-                    Err(why) => shared.counters.drop_datagram(why),
+                // A panic of the user's transform costs that one datagram only: unwinding out
+                // of the batch would lose the others received with it, from any client.
+                let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.answer(i, len, peer, now_ms, shared)
+                }));
+                match answered {
+                    Ok(Ok(n)) => out[i] = (n, Some(peer)),
+                    Ok(Err(why)) => shared.counters.drop_datagram(why),
+                    Err(_) => {
+                        Counters::add(&shared.counters.panics, 1);
+                        tracing::error!(%peer, "the transform panicked on a datagram; it was dropped");
+                        self.reset_transform(shared);
+                    }
                 }
             }
             self.send(&out[..count], shared);

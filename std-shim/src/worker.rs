@@ -252,6 +252,7 @@ impl<'s> Worker<'s> {
             Ok(step) => step,
             Err(_) => {
                 Counters::add(&shared.counters.panics, 1);
+                c.abandon(shared);
                 tracing::error!(peer = %c.peer, "the transform panicked; connection closed");
                 if self.lend.read.is_empty() {
                     let limits = &shared.config.limits;

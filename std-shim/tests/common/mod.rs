@@ -1,0 +1,203 @@
+//! In-process servers on loopback port 0, and clients that watch exactly what they receive and
+//! when. Every wait here is bounded by [`LIMIT`] or an explicit deadline.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use upcase_std::{Addresses, Server, ServerConfig, ServerCounters, ShutdownHandle};
+
+/// Upper bound on anything a test waits for.
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
+
+/// A configuration serving TCP (`tcp`) and UDP (`udp`) on 127.0.0.1, port 0, defaults otherwise.
+pub(crate) fn config(tcp: bool, udp: bool) -> ServerConfig {
+    let loopback = |on: bool| {
+        if on {
+            vec!["127.0.0.1:0".to_owned()]
+        } else {
+            Vec::new()
+        }
+    };
+    ServerConfig {
+        addresses: Addresses {
+            tcp: loopback(tcp),
+            udp: loopback(udp),
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// A server running on its own thread. Dropping it shuts it down and waits for it.
+pub(crate) struct Running {
+    pub(crate) tcp: Vec<SocketAddr>,
+    pub(crate) udp: Vec<SocketAddr>,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<(io::Result<ServerCounters>, Instant)>>,
+}
+
+impl Running {
+    /// Binds `config` and runs it on a thread.
+    pub(crate) fn start(config: ServerConfig) -> Self {
+        let server = Server::bind(config).expect("bind");
+        let (tcp, udp) = (server.tcp_addrs(), server.udp_addrs());
+        let handle = server.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("server".into())
+            .spawn(move || {
+                let result = server.run();
+                (result, Instant::now())
+            })
+            .unwrap();
+        Self {
+            tcp,
+            udp,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// The first TCP address.
+    pub(crate) fn tcp(&self) -> SocketAddr {
+        self.tcp[0]
+    }
+
+    /// The first UDP address.
+    pub(crate) fn udp(&self) -> SocketAddr {
+        self.udp[0]
+    }
+
+    /// Begins the graceful shutdown, without waiting.
+    pub(crate) fn begin_shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// Shuts down, waits for `run` (bounded by [`LIMIT`]), and returns its counters and the
+    /// instant `run` returned.
+    pub(crate) fn stop_at(mut self) -> (ServerCounters, Instant) {
+        self.handle.shutdown();
+        let thread = self.thread.take().unwrap();
+        let deadline = Instant::now() + LIMIT;
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::park_timeout(Duration::from_millis(2));
+        }
+        let (result, at) = thread.join().expect("server thread panicked");
+        (result.expect("run failed"), at)
+    }
+
+    /// Shuts down and returns the counters.
+    pub(crate) fn stop(self) -> ServerCounters {
+        self.stop_at().0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take()
+            && !std::thread::panicking()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A client connection with read and write timeouts of [`LIMIT`].
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until exactly `n` more bytes have arrived, by `deadline`. Panics with what did arrive
+/// if they do not.
+pub(crate) fn read_exactly(s: &mut TcpStream, n: usize, deadline: Instant) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    let mut have = 0;
+    while have < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {have} of {n} bytes arrived in time; the server withholds the rest"
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut got[have..]) {
+            Ok(0) => panic!("end of stream after {have} of {n} bytes"),
+            Ok(k) => have += k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read failed after {have} of {n} bytes: {e}"),
+        }
+    }
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    got
+}
+
+/// Asserts that no byte has arrived that was not read yet (without waiting).
+pub(crate) fn assert_nothing_more(s: &mut TcpStream, context: &str) {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 256];
+    let r = s.read(&mut b);
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Ok(0) => panic!("{context}: end of stream too early"),
+        Ok(n) => panic!(
+            "{context}: {n} bytes more than the input determines: {:?}",
+            String::from_utf8_lossy(&b[..n])
+        ),
+        Err(e) => panic!("{context}: {e}"),
+    }
+}
+
+/// Reads until the server closes, by [`LIMIT`]. A reset or a timeout fails the test: the
+/// server must close gracefully.
+pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut out = Vec::new();
+    if let Err(e) = s.read_to_end(&mut out) {
+        panic!(
+            "no clean end of stream after {} bytes: {e} ({:?})",
+            out.len(),
+            e.kind()
+        );
+    }
+    out
+}
+
+/// Sends `input`, half-closes, and returns everything until the server closed.
+pub(crate) fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(input).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    read_to_eof(&mut s)
+}
+
+/// A small deterministic generator (xorshift64).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
