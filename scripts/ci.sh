@@ -26,23 +26,30 @@ QEMU_TEST=examples/firmware-qemu-test/Cargo.toml
 
 step "format"
 cargo fmt --all -- --check
-for m in "$FIRMWARE" "$QEMU_TEST" fuzz/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
+for m in "$FIRMWARE" "$QEMU_TEST" fuzz/Cargo.toml bench/peers/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
+
+# upcase-core's feature sets: default (unicode: the firmware's build), ASCII-only, the fast path
+# (what upcase-std uses; in --workspace), and the async drivers.
+CORE_FEATURES=("" "--no-default-features" "--no-default-features --features fast" "--features async")
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p upcase-core --all-targets --no-default-features -- -D warnings
-cargo clippy -p upcase-core --all-targets --no-default-features --features unicode -- -D warnings
-cargo clippy -p upcase-core --all-targets --features async -- -D warnings
+for features in "${CORE_FEATURES[@]}"; do
+  # shellcheck disable=SC2086
+  cargo clippy -p upcase-core --all-targets $features -- -D warnings
+done
 
 step "tests"
 cargo test --workspace
-cargo test -p upcase-core --no-default-features
-cargo test -p upcase-core --no-default-features --features unicode   # the firmware's build
-cargo test -p upcase-core --features async
+for features in "${CORE_FEATURES[@]}"; do
+  # shellcheck disable=SC2086
+  cargo test -p upcase-core $features
+done
+cargo bench -p upcase-core --features fast --no-run
 
 step "core on thumb targets"
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
-  for features in "--no-default-features" "" "--no-default-features --features defmt" "--features defmt,async"; do
+  for features in "--no-default-features" "" "--features fast" "--no-default-features --features defmt" "--features defmt,async"; do
     echo "-- $target $features"
     # shellcheck disable=SC2086
     cargo build -p upcase-core --target "$target" $features
