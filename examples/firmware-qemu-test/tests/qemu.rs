@@ -1,5 +1,5 @@
 //! Runs the firmware image under QEMU's lm3s6965evb, for each of the four variants (Cortex-M3
-//! and Cortex-M0, full Unicode and ASCII-only):
+//! and Cortex-M0, full Unicode and ASCII-only), and the M3 image served by the async driver:
 //!
 //! - piped input ended by EOT, checked byte for byte against the house's reference model
 //!   (`upcase_model`) with the UART's line ends (`PROTOCOL.md` §4);
@@ -32,6 +32,8 @@ struct Variant {
     target: &'static str,
     cpu: &'static str,
     unicode: bool,
+    /// Further firmware features.
+    features: &'static str,
     /// The flash budget (issue 14): `size` text, vector table included.
     max_text: u64,
 }
@@ -40,25 +42,35 @@ const M3_UNICODE: Variant = Variant {
     target: "thumbv7m-none-eabi",
     cpu: "cortex-m3",
     unicode: true,
+    features: "",
     max_text: 8 * 1024,
 };
 const M3_ASCII: Variant = Variant {
     target: "thumbv7m-none-eabi",
     cpu: "cortex-m3",
     unicode: false,
+    features: "",
     max_text: 3 * 1024,
 };
 const M0_UNICODE: Variant = Variant {
     target: "thumbv6m-none-eabi",
     cpu: "cortex-m0",
     unicode: true,
+    features: "",
     max_text: 8 * 1024 + 512,
 };
 const M0_ASCII: Variant = Variant {
     target: "thumbv6m-none-eabi",
     cpu: "cortex-m0",
     unicode: false,
+    features: "",
     max_text: 3 * 1024,
+};
+
+/// The M3 image served by the core's async driver (`--features async`).
+const M3_ASYNC: Variant = Variant {
+    features: "async",
+    ..M3_UNICODE
 };
 
 fn firmware_dir() -> PathBuf {
@@ -75,6 +87,9 @@ fn build(v: Variant) -> PathBuf {
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
     if !v.unicode {
         cmd.arg("--no-default-features");
+    }
+    if !v.features.is_empty() {
+        cmd.args(["--features", v.features]);
     }
     let status = cmd.status().expect("cargo runs");
     assert!(status.success(), "firmware build failed for {}", name(v));
@@ -305,6 +320,11 @@ fn cortex_m3_ascii_only() {
 }
 
 #[test]
+fn cortex_m3_async_driver() {
+    check_image(M3_ASYNC);
+}
+
+#[test]
 fn cortex_m0_unicode() {
     check_image(M0_UNICODE);
 }
@@ -352,7 +372,7 @@ fn size(image: &Path) -> (u64, u64, u64) {
 #[test]
 fn flash_budgets() {
     let mut over = Vec::new();
-    for v in [M3_UNICODE, M3_ASCII, M0_UNICODE, M0_ASCII] {
+    for v in [M3_UNICODE, M3_ASCII, M3_ASYNC, M0_UNICODE, M0_ASCII] {
         let (text, data, bss) = size(&build(v));
         eprintln!(
             "{:<36} text {text:>6}  data {data:>4}  bss {bss:>5}",

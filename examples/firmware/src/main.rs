@@ -2,9 +2,10 @@
 //! (Cortex-M3, or Cortex-M0 with the `thumbv6m-none-eabi` target) under QEMU.
 //!
 //! Lines framing, lines of up to 256 bytes, replies batched through a 64-byte staging buffer.
-//! A byte 0x04 (EOT, Ctrl-D) ends the session as EOF would, and the image exits QEMU with
-//! status 0 through semihosting; a panic exits with status 1. In the default build the UART
-//! carries the replies and nothing else.
+//! The UART's convention (`PROTOCOL.md` §4): a CR ends a line as CR LF does, so a terminal's
+//! Enter gets its reply at once (`terminal.rs`), and a byte 0x04 (EOT, Ctrl-D) ends the session
+//! as EOF would; the image then exits QEMU with status 0 through semihosting, and a panic exits
+//! with status 1. In the default build the UART carries the replies and nothing else.
 
 #![no_std]
 #![no_main]
@@ -16,7 +17,6 @@ mod terminal;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use upcase_core::blocking;
 
 #[cfg(feature = "defmt")]
 use defmt_rtt as _;
@@ -31,7 +31,7 @@ fn main() -> ! {
     };
     let mut uart = terminal::Terminal::new(hw::Uart::new());
     // The UART never fails and never accepts zero bytes, so this cannot be an error.
-    if blocking::serve(&mut uart, session, staging).is_err() {
+    if serve(&mut uart, session, staging).is_err() {
         exit(false)
     }
     let counters = session.counters();
@@ -48,6 +48,33 @@ fn main() -> ! {
     );
     let _ = counters;
     exit(true)
+}
+
+/// The core's blocking driver.
+#[cfg(not(feature = "async"))]
+fn serve(
+    uart: &mut terminal::Terminal<hw::Uart>,
+    session: &mut hw::UartSession,
+    staging: &mut [u8],
+) -> Result<(), upcase_core::ServeError<core::convert::Infallible>> {
+    upcase_core::blocking::serve(uart, session, staging)
+}
+
+/// The core's async driver, polled until it is done: the UART completes every call at once,
+/// so no waker is ever needed.
+#[cfg(feature = "async")]
+fn serve(
+    uart: &mut terminal::Terminal<hw::Uart>,
+    session: &mut hw::UartSession,
+    staging: &mut [u8],
+) -> Result<(), upcase_core::ServeError<core::convert::Infallible>> {
+    let mut serving = core::pin::pin!(upcase_core::asynch::serve(uart, session, staging));
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    loop {
+        if let core::task::Poll::Ready(result) = serving.as_mut().poll(&mut cx) {
+            return result;
+        }
+    }
 }
 
 /// Ends the QEMU run with status 0 (`ok`) or 1.

@@ -89,3 +89,23 @@ impl<U: Write> Write for Terminal<U> {
         self.inner.flush()
     }
 }
+
+/// The same stream behind the async traits, for the `async` feature: every call completes at
+/// once (the UART blocks), so a plain poll loop drives the core's async driver.
+#[cfg(feature = "async")]
+impl<U: Read + ReadReady> embedded_io_async::Read for Terminal<U> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        Read::read(self, buf)
+    }
+}
+
+#[cfg(feature = "async")]
+impl<U: Write> embedded_io_async::Write for Terminal<U> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        Write::write(self, buf)
+    }
+
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        Write::flush(self)
+    }
+}
