@@ -255,6 +255,11 @@ pub fn paint_stack() {
     }
 }
 
+/// The stack in use now, in bytes: from the top of the stack to the stack pointer.
+pub fn stack_depth() -> usize {
+    stack_bounds().1 - cortex_m::register::msp::read() as usize
+}
+
 /// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
 /// the lowest word that no longer holds the paint.
 pub fn stack_high_water() -> usize {

@@ -61,6 +61,8 @@ struct Slot {
     last_active: u64,
     /// Whether the current session saw a connection (so its end is worth a line).
     connected: bool,
+    /// Whether the socket could listen at start.
+    listening: bool,
 }
 
 impl Slot {
@@ -136,13 +138,19 @@ fn main() -> ! {
         socket.set_nagle_enabled(false);
         socket.set_keep_alive(Some(KEEP_ALIVE));
         socket.set_timeout(Some(DEAD_PEER));
+        // Listening before the ready line, so no client that saw it is refused.
+        let listening = socket.listen(TCP_PORT).is_ok();
         Slot {
             handle: sockets.add(socket),
             session: session(&mut line[..]),
             last_active: 0,
             connected: false,
+            listening,
         }
     });
+    if slots.iter().any(|slot| !slot.listening) {
+        exit(false)
+    }
 
     let mut udp_rx_meta = [udp::PacketMetadata::EMPTY; sizes::UDP_PACKETS];
     let mut udp_tx_meta = [udp::PacketMetadata::EMPTY; sizes::UDP_PACKETS];
@@ -167,6 +175,7 @@ fn main() -> ! {
         .text(" udp 10.0.2.15:")
         .num(UDP_PORT.into())
         .field("max_datagram", sizes::MAX_DATAGRAM as u64)
+        .field("main_stack_frame", hw::stack_depth() as u64)
         .end();
 
     loop {
@@ -177,7 +186,7 @@ fn main() -> ! {
         for slot in &mut slots {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             if !socket.is_open() {
-                // The last connection is over (or none came yet): a fresh session, listen again.
+                // The last connection is over: a fresh session, and listen again.
                 if slot.connected {
                     report(&mut diag, &mut totals, slot.session.counters(), now);
                 }
