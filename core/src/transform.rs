@@ -77,8 +77,10 @@ pub const MAX_CARRY: usize = 3;
 
 /// The built-in streaming uppercase transform, as `PROTOCOL.md` defines it.
 ///
-/// - Valid UTF-8 is uppercased with `char::to_uppercase` (full, unconditional Unicode case
+/// - Valid UTF-8 is uppercased as `char::to_uppercase` does it (full, unconditional Unicode case
 ///   mapping, no locale) when the `unicode` feature is on, and only ASCII `a..=z` otherwise.
+///   The mapping is the core's own 2 KB table, generated from `char::to_uppercase` and tested
+///   against it for every `char`, so `core`'s 14 KB of case tables are never linked.
 /// - Bytes that are not valid UTF-8 are copied verbatim. Nothing is added or dropped.
 /// - The output never depends on how the input was split: a character split across calls is
 ///   carried (at most [`MAX_CARRY`] bytes) until it completes, and an incomplete sequence is
@@ -229,7 +231,7 @@ fn write_upper(c: char, out: &mut [u8]) -> usize {
     write_upper_slow(c, out)
 }
 
-/// [`write_upper`] by `char::to_uppercase` alone: the smallest code, the same output.
+/// [`write_upper`] by the case table alone: the smallest code, the same output.
 fn write_upper_slow(c: char, out: &mut [u8]) -> usize {
     let mut n = 0;
     for u in upper(c) {
