@@ -201,3 +201,108 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// Sends one UDP datagram with a forged source, `from`, to `to` (both IPv4), built whole on a
+/// raw socket: the reflection attacks of issue 10, item 3. Needs root (`CAP_NET_RAW`), as the
+/// tests have.
+pub(crate) fn spoof(from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (from, to) else {
+        panic!("spoof: IPv4 only");
+    };
+    let udp_len = 8 + payload.len();
+    let mut packet = Vec::with_capacity(20 + udp_len);
+    // IPv4 header: the kernel fills in the identification and the header checksum.
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&u16::try_from(20 + udp_len).unwrap().to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&src.ip().octets());
+    packet.extend_from_slice(&dst.ip().octets());
+    // UDP header and payload, with the checksum over the pseudo-header.
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(udp_len).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&u16::try_from(udp_len).unwrap().to_be_bytes());
+    pseudo.extend_from_slice(&udp);
+    let sum = match !internet_checksum(&pseudo) {
+        0 => 0xFFFF,
+        s => s,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    packet.extend_from_slice(&udp);
+    let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))
+        .expect("a raw socket (the UDP loop tests run as root)");
+    raw.set_header_included_v4(true).unwrap();
+    let dest = SockAddr::from(SocketAddr::new(to.ip(), 0));
+    assert_eq!(raw.send_to(&packet, &dest).unwrap(), packet.len());
+}
+
+/// The one's complement sum of 16-bit words (RFC 1071), not yet complemented.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Watches every UDP datagram delivered on this host (a raw socket sees a copy of each), so a
+/// test can see a reflection loop as it happens.
+pub(crate) struct Sniffer(socket2::Socket);
+
+impl Sniffer {
+    pub(crate) fn new() -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP))
+            .expect("a raw socket (the UDP loop tests run as root)");
+        s.set_recv_buffer_size(4 << 20).unwrap();
+        Self(s)
+    }
+
+    /// The next datagram by `deadline`: its source, destination, and when it was seen. `None`
+    /// once the deadline has passed.
+    pub(crate) fn next(&mut self, deadline: Instant) -> Option<(SocketAddr, SocketAddr, Instant)> {
+        let mut buf = [0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.0.set_read_timeout(Some(left)).unwrap();
+            let n = match (&self.0).read(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("sniffer: {e}"),
+            };
+            let ihl = usize::from(buf[0] & 0x0F) * 4;
+            if n < ihl + 8 {
+                continue;
+            }
+            let ip =
+                |at: usize| std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3]);
+            let port = |at: usize| u16::from_be_bytes([buf[at], buf[at + 1]]);
+            let src = SocketAddr::new(ip(12).into(), port(ihl));
+            let dst = SocketAddr::new(ip(16).into(), port(ihl + 2));
+            return Some((src, dst, Instant::now()));
+        }
+    }
+}
