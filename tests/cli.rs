@@ -1,12 +1,20 @@
-//! The `upcase` command line itself: `serve` on port 0, then `send`.
+//! The `upcase` command line itself: `serve` on port 0, then `send`; exit codes and messages,
+//! the lecture's clients, logs, completions and the man page.
 
 mod common;
 
-use common::ServerProc;
-use std::io::Write;
+use common::{LIMIT, ServerProc};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn upcase(args: &[&str], stdin: &[u8]) -> Output {
+    upcase_os(args.iter().map(OsStr::new), stdin)
+}
+
+fn upcase_os<'a>(args: impl IntoIterator<Item = &'a OsStr>, stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_upcase"))
         .args(args)
         .stdin(Stdio::piped())
@@ -18,7 +26,10 @@ fn upcase(args: &[&str], stdin: &[u8]) -> Output {
     let data = stdin.to_vec();
     let feeder = std::thread::spawn(move || input.write_all(&data));
     let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
+    // A process that stops early (the server closed) need not read all of its stdin.
+    if let Err(e) = feeder.join().unwrap() {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     out
 }
 
@@ -73,6 +84,10 @@ fn send_fails_clearly_when_nothing_listens() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect"), "{err}");
+    assert!(
+        err.contains("add --udp"),
+        "a refused TCP connect hints at UDP: {err}"
+    );
 }
 
 #[test]
@@ -123,4 +138,372 @@ fn no_subcommand_means_serve_and_stdout_has_only_ready_lines() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(rest, "", "nothing else on stdout");
     assert!(child.wait().unwrap().success());
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A port on 127.0.0.1 where nothing listens now, over TCP and over UDP.
+fn free_port() -> u16 {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    match UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
+        Err(_) => free_port(),
+    }
+}
+
+#[test]
+fn malformed_addresses_exit_2_showing_the_expected_form() {
+    for args in [
+        &["serve", "--tcp", "foo"][..],
+        &["serve", "--tcp", "127.0.0.1:99999"],
+        &["serve", "--udp", "::1:9876"],
+        &["serve", "--tcp", "[nothost]:1"],
+        &["--tcp", "127.0.0.1"],
+        &["send", "--addr", "localhost", "x"],
+        &["send", "--addr", "127.0.0.1:65536", "x"],
+    ] {
+        let out = upcase(args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        for form in ["HOST:PORT", "[::1]:", ":65432"] {
+            assert!(err.contains(form), "{args:?}: {err}");
+        }
+    }
+    // A well-formed name that does not resolve is a failure at bind time, not a usage error.
+    let out = upcase(&["serve", "--tcp", "no-such-host.invalid:1"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+#[test]
+fn send_addr_colon_port_means_loopback() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let tcp = format!(":{}", server.tcp[0].port());
+    let out = upcase(&["send", "--addr", &tcp, "hi"], b"");
+    assert_eq!(out.stdout, b"HI\n", "{}", stderr(&out));
+    let udp = format!(":{}", server.udp[0].port());
+    let out = upcase(&["send", "--udp", "--addr", &udp, "hi"], b"");
+    assert_eq!(out.stdout, b"HI\n", "{}", stderr(&out));
+}
+
+#[test]
+fn send_accepts_arguments_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let word = OsStr::from_bytes(b"\xff\xfeab\xc3");
+    let (tcp, udp) = (server.tcp[0].to_string(), server.udp[0].to_string());
+    for (addr, udp) in [(&tcp, None), (&udp, Some("--udp"))] {
+        let mut args = vec![OsStr::new("send"), OsStr::new("--addr"), OsStr::new(addr)];
+        args.extend(udp.map(OsStr::new));
+        args.extend([word, OsStr::new("é")]);
+        let out = upcase_os(args, b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Invalid UTF-8 is copied, the rest uppercased (PROTOCOL.md §1).
+        assert_eq!(out.stdout, b"\xff\xfeAB\xc3 \xc3\x89\n");
+    }
+}
+
+#[test]
+fn error_replies_stay_on_stdout_in_order_and_exit_3() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-line", "4"]);
+    let addr = server.tcp[0].to_string();
+    let out = upcase(&["send", "--addr", &addr], b"ab\nabcdefgh\ncd\n");
+    assert_eq!(out.stdout, b"AB\nerror: line too long\nCD\n");
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("1 of 3 replies was an error line"), "{err}");
+    let out = upcase(&["send", "--addr", &addr, "abcdefgh"], b"");
+    assert_eq!(out.stdout, b"error: line too long\n");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn a_refusal_is_shown_not_a_broken_pipe() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-conns", "1"]);
+    let addr = server.tcp[0].to_string();
+    // Take the only slot, and know that the server has accepted it.
+    let mut held = TcpStream::connect(server.tcp[0]).unwrap();
+    held.set_read_timeout(Some(LIMIT)).unwrap();
+    held.write_all(b"x\n").unwrap();
+    let mut reply = [0u8; 2];
+    held.read_exact(&mut reply).unwrap();
+    let many: Vec<u8> = b"line\n".repeat(200_000);
+    for (args, stdin) in [
+        (&["send", "--addr", &addr, "x"][..], &b""[..]),
+        (&["send", "--addr", &addr], &b"x\n"[..]),
+        (&["send", "--addr", &addr], &many[..]),
+    ] {
+        let out = upcase(args, stdin);
+        let err = stderr(&out);
+        assert!(!err.to_lowercase().contains("broken pipe"), "{err}");
+        // A client that had sent data may see a reset instead (SECURITY.md); it says so.
+        if out.stdout.is_empty() {
+            assert!(err.contains("reset"), "{err}");
+            assert_eq!(out.status.code(), Some(1));
+            continue;
+        }
+        assert_eq!(out.stdout, b"error: too many connections\n", "{err}");
+        assert_eq!(out.status.code(), Some(3), "{err}");
+    }
+}
+
+#[test]
+fn timeouts_exit_4_and_say_so() {
+    // A UDP socket that never answers, and a TCP listener that never accepts.
+    let silent_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = silent_udp.local_addr().unwrap().to_string();
+    let tcp = silent_tcp.local_addr().unwrap().to_string();
+    for args in [
+        &["send", "--udp", "--addr", &udp, "--timeout", "0.3", "x"][..],
+        &["send", "--addr", &tcp, "--timeout", "0.3", "x"],
+        &["send", "--addr", &tcp, "--timeout", "0.3"],
+    ] {
+        let out = upcase(args, b"x\n");
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("timed out"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn udp_errors_are_not_worded_as_connection_errors() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = upcase(
+        &["send", "--udp", "--addr", &addr, "--timeout", "2", "x"],
+        b"",
+    );
+    let err = stderr(&out);
+    // Loopback reports the ICMP port unreachable as a refusal.
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("network error"), "{err}");
+    assert!(err.contains("nothing listens on UDP"), "{err}");
+    assert!(!err.contains("connection error"), "{err}");
+}
+
+#[test]
+fn send_waits_for_stdin_as_long_as_it_takes() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upcase"))
+        .args([
+            "send",
+            "--addr",
+            &server.tcp[0].to_string(),
+            "--timeout",
+            "0.2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for word in ["one", "two"] {
+        stdin.write_all(format!("{word}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("{}\n", word.to_uppercase()));
+        // Idle on stdin for several timeouts: nothing is overdue, so nothing times out.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = upcase(&["send", "--help"], b"");
+    let help = String::from_utf8(out.stdout).unwrap();
+    for code in ["0  ", "1  ", "2  ", "3  ", "4  "] {
+        assert!(help.contains(&format!("\n  {code}")), "{help}");
+    }
+}
+
+/// Starts `upcase ARGS` with `RUST_LOG` as given, waits for its `want` `listening` lines (or
+/// its exit), and returns them with the child.
+fn start_raw(args: &[&str], want: usize, rust_log: &str) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upcase"))
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        if stdout.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        lines.push(l.trim_end().to_owned());
+        if lines.len() == want {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+/// SIGTERM, then the exit status and the whole log.
+fn stop(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    (child.wait().unwrap(), log)
+}
+
+#[test]
+fn logs_say_framing_as_the_flag_does_and_raw_leaves_max_line_unused() {
+    let (child, _) = start_raw(&["--tcp", "127.0.0.1:0", "--no-udp"], 1, "info");
+    let (status, log) = stop(child);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("framing=lines max_line=8192"), "{log}");
+    assert!(log.contains("workers="), "{log}");
+    let (child, _) = start_raw(
+        &["--tcp", "127.0.0.1:0", "--no-udp", "--framing", "raw"],
+        1,
+        "info",
+    );
+    let (_, log) = stop(child);
+    assert!(log.contains("framing=raw max_line=unused"), "{log}");
+}
+
+#[test]
+fn a_bad_rust_log_warns_once_and_logs_at_info() {
+    let (child, _) = start_raw(&["--tcp", "127.0.0.1:0", "--no-udp"], 1, "[[[not a filter");
+    let (status, log) = stop(child);
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        log.matches("RUST_LOG is not a valid filter").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("INFO"), "{log}");
+}
+
+/// The lecture's Python TCP client: `sendall(b"hello")` with no newline, then `recv(1024)`.
+fn python_client(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+#[test]
+fn the_python_client_against_lines_framing_gets_a_hint_in_the_log() {
+    let mut server =
+        ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--idle-timeout", "1"]);
+    let started = Instant::now();
+    // It waits for a reply that lines framing never sends before the newline; the idle timeout
+    // closes the connection, and the client reads end of stream (Python prints `Received ''`).
+    assert_eq!(python_client(server.tcp[0]), b"");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A client that closes with an unterminated line: its reply, and the hint again.
+    let mut s = TcpStream::connect(server.tcp[0]).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"HELLO");
+    server.terminate();
+    let log = server.logs();
+    let hint = "unterminated line: no newline received; is the client expecting --framing raw?";
+    let hints: Vec<_> = log.lines().filter(|l| l.contains(hint)).collect();
+    assert_eq!(hints.len(), 2, "once per connection:\n{log}");
+    assert!(hints.iter().all(|l| l.contains(" INFO ")), "{log}");
+    assert!(hints[0].contains("idle timeout"), "{log}");
+}
+
+#[test]
+fn raw_framing_serves_the_lectures_three_clients() {
+    // What `--lecture` sets up, on free ports: raw framing, two TCP listeners, UDP.
+    let server = ServerProc::start(&[
+        "--framing",
+        "raw",
+        "--tcp",
+        "127.0.0.1:0",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(python_client(server.tcp[0]), b"HELLO");
+    // The Java TCP client: writeBytes(sentence + '\n'), then readLine().
+    let s = TcpStream::connect(server.tcp[1]).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    (&s).write_all("straße\n".as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!(line, "STRASSE\n");
+    // The Java UDP client: one datagram, one reply of exactly the transform's length.
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(LIMIT)).unwrap();
+    u.send_to(b"hello", server.udp[0]).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = u.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HELLO");
+}
+
+#[test]
+fn lecture_preset_binds_the_lectures_ports_with_raw_framing() {
+    let out = upcase(&["serve", "--lecture", "--tcp", "127.0.0.1:0"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--lecture sets the addresses itself"
+    );
+    let out = upcase(&["serve", "--lecture", "--framing", "lines"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--lecture sets the framing itself"
+    );
+    // The fixed ports may be taken on this machine; then there is nothing more to check here.
+    let (child, lines) = start_raw(&["serve", "--lecture"], 3, "info");
+    if lines.len() < 3 {
+        let (_, log) = stop(child);
+        assert!(log.contains("in use"), "{log}");
+        eprintln!("skipped: the lecture's ports are in use");
+        return;
+    }
+    assert_eq!(
+        lines,
+        [
+            "listening tcp 127.0.0.1:65432",
+            "listening tcp 127.0.0.1:6789",
+            "listening udp 127.0.0.1:9876",
+        ]
+    );
+    let (status, log) = stop(child);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("framing=raw"), "{log}");
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = upcase(&["completions", shell], b"");
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("upcase"), "{shell}");
+        assert!(script.contains("lecture"), "{shell}: flags are completed");
+    }
+    let out = upcase(&["manpage"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(man.contains(".TH upcase 1"), "{man}");
+    assert!(man.contains("\\-\\-framing"), "{man}");
 }
