@@ -63,12 +63,15 @@ step "firmware: every image variant builds, clippy-clean"
   cd examples/firmware
   cargo clippy --release -- -D warnings
   cargo clippy --release --target thumbv6m-none-eabi --no-default-features -- -D warnings
+  cargo clippy --release --features async -- -D warnings
   cargo build --release --features defmt
   cargo build --release --features report
+  cargo build --release --target thumbv7em-none-eabihf
+  cargo build --release --target thumbv7em-none-eabihf --no-default-features
 )
 cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
 
-step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, byte for byte"
+step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, async, typed line ends, flash budgets"
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
 
 step "soak: verified load mixed with every attack, 10 s"

@@ -413,19 +413,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
 mod tests {
     use super::*;
     use crate::protocol::Framing;
+    use crate::transform::tests::oracle;
     use crate::transform::{ByteMap, Progress, Uppercase};
     use proptest::prelude::*;
     use std::vec::Vec;
     use upcase_model::{determined_lines, determined_raw};
-
-    /// The oracle of the build: full Unicode, or ASCII only without the `unicode` feature.
-    fn oracle(input: &[u8]) -> Vec<u8> {
-        if cfg!(feature = "unicode") {
-            upcase_model::upper(input)
-        } else {
-            upcase_model::upper_ascii(input)
-        }
-    }
 
     fn session<T>(framing: Framing, storage: usize, transform: T) -> Session<Vec<u8>, T> {
         match framing {

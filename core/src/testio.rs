@@ -121,19 +121,11 @@ impl embedded_io_async::Write for MockIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::tests::oracle;
     use crate::{ErrorReply, Framing, LineFramer, RequestError, ServeError, Session};
     use crate::{Uppercase, blocking};
     use embedded_io::ErrorKind;
     use proptest::prelude::*;
-
-    /// The oracle of the build: full Unicode, or ASCII only without the `unicode` feature.
-    fn oracle(input: &[u8]) -> Vec<u8> {
-        if cfg!(feature = "unicode") {
-            upcase_model::upper(input)
-        } else {
-            upcase_model::upper_ascii(input)
-        }
-    }
 
     type Serve = fn(
         &mut MockIo,

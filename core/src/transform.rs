@@ -594,7 +594,7 @@ pub(crate) mod tests {
     }
 
     /// The model of this build (`upcase_model`): full Unicode, or ASCII only without the
-    /// `unicode` feature. `datagram.rs`'s tests use it too.
+    /// `unicode` feature: every test module of the crate checks against it.
     pub(crate) fn oracle(input: &[u8]) -> Vec<u8> {
         if cfg!(feature = "unicode") {
             upcase_model::upper(input)
