@@ -278,14 +278,16 @@ fn concurrent_clients(guest: &Guest, round: u64) {
     }
 }
 
-/// Thousands of lines written in one stream while the replies are read: returns lines/s.
-fn pipelined_burst(guest: &Guest) -> f64 {
+/// Thousands of lines written in one stream while the replies are read: returns lines/s and
+/// request bytes/s.
+fn pipelined_burst(guest: &Guest) -> (f64, f64) {
     let mut input = Vec::new();
     for k in 0..BURST_LINES as u64 {
         input.extend(random_line(7_000_000 + k));
         input.push(b'\n');
     }
     let want = replies(&input, MAX_LINE);
+    let bytes = input.len() as f64;
     let mut s = guest.connect();
     let mut w = s.try_clone().unwrap();
     let start = Instant::now();
@@ -297,7 +299,7 @@ fn pipelined_burst(guest: &Guest) -> f64 {
     let elapsed = start.elapsed().as_secs_f64();
     writer.join().unwrap();
     assert_bytes("pipelined burst", &got, &want);
-    BURST_LINES as f64 / elapsed
+    (BURST_LINES as f64 / elapsed, bytes / elapsed)
 }
 
 /// Overlong lines (one over the limit by a byte, one of 10 000 bytes), a line of exactly the
@@ -462,7 +464,7 @@ fn serves_tcp_and_udp_from_qemu() {
     let booted = started.elapsed();
 
     concurrent_clients(&guest, 1);
-    let lines_per_second = pipelined_burst(&guest);
+    let (lines_per_second, bytes_per_second) = pipelined_burst(&guest);
     overlong_and_half_close(&guest);
     lecture_clients(&guest);
     udp(&guest);
@@ -479,9 +481,10 @@ fn serves_tcp_and_udp_from_qemu() {
         "{closed} closed connections logged:\n{log}"
     );
     eprintln!(
-        "figures: boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s; \
+        "figures: boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
          stack high-water {} B; total {:.1} s",
         booted.as_secs_f64(),
+        bytes_per_second / 1e6,
         stack_high_water(&log).map_or("?".into(), |n| n.to_string()),
         started.elapsed().as_secs_f64()
     );
