@@ -1,10 +1,10 @@
 //! A real `upcase serve` process on loopback, for end-to-end tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// Upper bound on anything a test waits for.
@@ -15,7 +15,10 @@ pub(crate) struct ServerProc {
     child: Child,
     pub(crate) tcp: Vec<SocketAddr>,
     pub(crate) udp: Vec<SocketAddr>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    /// The thread that reads its stderr into `log` (`None` once joined, or when nobody reads).
+    stderr: Option<std::thread::JoinHandle<()>>,
+    /// Its stderr so far, line by line as the server writes it.
+    log: Arc<Mutex<String>>,
 }
 
 impl ServerProc {
@@ -23,7 +26,7 @@ impl ServerProc {
     pub(crate) fn start(args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
         cmd.arg("serve").args(args);
-        Self::spawn(cmd, args)
+        Self::spawn(cmd, args, true)
     }
 
     /// Like [`start`](Self::start), with soft and hard `RLIMIT_NOFILE` set to `nofile`, so the
@@ -36,10 +39,18 @@ impl ServerProc {
         ])
         .arg(env!("CARGO_BIN_EXE_upcase"))
         .args(args);
-        Self::spawn(cmd, args)
+        Self::spawn(cmd, args, true)
     }
 
-    fn spawn(mut cmd: Command, args: &[&str]) -> Self {
+    /// Like [`start`](Self::start), but stderr is a pipe whose reading end is closed at once:
+    /// nobody reads it, so every log line the server writes fails (EPIPE).
+    pub(crate) fn start_with_closed_stderr(args: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        cmd.arg("serve").args(args);
+        Self::spawn(cmd, args, false)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str], read_stderr: bool) -> Self {
         let mut child = cmd
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -47,12 +58,28 @@ impl ServerProc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start upcase serve");
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let err = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = if read_stderr {
+            let log = log.clone();
+            Some(std::thread::spawn(move || {
+                let mut err = BufReader::new(err);
+                let mut line = Vec::new();
+                // Ends at the server's exit (EOF on the pipe).
+                while err.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
+                }
+            }))
+        } else {
+            drop(err);
+            log.lock()
+                .unwrap()
+                .push_str("(stderr closed by the test)\n");
+            None
+        };
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -73,7 +100,8 @@ impl ServerProc {
             child,
             tcp: vec![],
             udp: vec![],
-            stderr: Some(stderr),
+            stderr,
+            log,
         };
         let deadline = Instant::now() + LIMIT;
         while me.tcp.len() < want_tcp || me.udp.len() < want_udp {
@@ -103,42 +131,81 @@ impl ServerProc {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub(crate) fn terminate(&mut self) -> ExitStatus {
+    /// Sends signal `name` (`TERM`, `INT`, ...) and returns at once.
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .unwrap();
-        assert!(ok.success());
+        assert!(ok.success(), "kill -{name} failed");
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
         self.wait()
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded by [`LIMIT`]) for the process to exit.
     pub(crate) fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        match self.wait_within(LIMIT) {
+            Some(status) => status,
+            None => panic!("server did not exit\n{}", self.logs()),
         }
     }
 
-    /// The server's stderr so far (complete once it has exited).
+    /// The exit status, if the process exits within `limit` (polled every millisecond).
+    pub(crate) fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits (bounded by [`LIMIT`]) until the server has logged a line containing `needle`.
+    pub(crate) fn wait_for_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while !self.log.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the server never logged {needle:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The server's stderr so far; once it has exited (it is killed first if it has not), all
+    /// of it.
     pub(crate) fn logs(&mut self) -> String {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The counters of the `upcase stopped` log line, by name (`lines`, `datagrams`, ...).
+    /// Call after the server has exited.
+    pub(crate) fn stop_counters(&mut self) -> std::collections::HashMap<String, u64> {
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("upcase stopped"))
+            .unwrap_or_else(|| panic!("no `upcase stopped` line:\n{logs}"));
+        line.split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.trim_end_matches(',').parse().ok()?)))
+            .collect()
     }
 }
 
