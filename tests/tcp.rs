@@ -242,3 +242,176 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
         assert_eq!(rest, ErrorReply::ShuttingDown.reply());
     }
 }
+
+/// Reads until exactly `n` bytes have arrived, within [`LIMIT`]; fails naming how many did.
+fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut got = vec![0u8; n];
+    let mut have = 0;
+    while have < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {have} of {n} bytes arrived: the rest is withheld"
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut got[have..]) {
+            Ok(0) => panic!("end of stream after {have} of {n} bytes"),
+            Ok(k) => have += k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read failed after {have} of {n} bytes: {e}"),
+        }
+    }
+    got
+}
+
+/// Fails if a byte has arrived that was not read yet (without waiting).
+fn assert_nothing_more(s: &mut TcpStream, context: &str) {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 64];
+    let r = s.read(&mut b);
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("{context}: more than the input determines: {other:?}"),
+    }
+}
+
+#[test]
+fn raw_framing_sends_all_65538_bytes_of_10923_iota_before_the_close() {
+    // The reproduction of issue 10, item 1, as it was reported.
+    let server = ServerProc::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--no-udp",
+        "--framing",
+        "raw",
+        "--max-line",
+        "200000",
+    ]);
+    let input = "\u{390}".repeat(10_923);
+    let expect = upcase_model::upper(input.as_bytes());
+    assert_eq!(expect.len(), 65_538);
+    let mut s = connect(server.tcp[0]);
+    s.write_all(input.as_bytes()).unwrap();
+    // Every byte arrives while the client still has its sending side open.
+    let got = read_exactly(&mut s, expect.len());
+    assert!(got == expect, "the reply differs from the model");
+    assert_nothing_more(&mut s, "after 10,923 × ΐ");
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"");
+}
+
+/// Writes `input` in pieces of 1 to a few hundred bytes (characters split across writes
+/// included); after each, every reply byte the input so far determines must arrive, and no
+/// more, before the next write. End to end, through the `upcase` binary.
+fn check_realtime(framing: &str, seed: u64) {
+    const MAX_LINE: usize = 64;
+    let server = ServerProc::start(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--no-udp",
+        "--framing",
+        framing,
+        "--max-line",
+        &MAX_LINE.to_string(),
+    ]);
+    let mut text = upcase_model::unicode_text(seed, 6000).into_bytes();
+    // Newlines, invalid bytes and an overlong line among the Unicode.
+    for (k, at) in (0..text.len()).step_by(97).enumerate().rev() {
+        let insert: &[u8] = match k % 5 {
+            0 | 1 | 2 => b"\n",
+            3 => b"\xff\xe2\x82",
+            _ => &[b'x'; 150],
+        };
+        text.splice(at..at, insert.iter().copied());
+    }
+    let cuts: Vec<u64> = {
+        let mut x = seed | 1;
+        (0..400)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect()
+    };
+    let mut s = connect(server.tcp[0]);
+    let (mut sent, mut received) = (0usize, Vec::new());
+    for piece in upcase_model::chunks(&text, &cuts) {
+        s.write_all(piece).unwrap();
+        sent += piece.len();
+        let expect = if framing == "raw" {
+            upcase_model::determined_raw(&text[..sent])
+        } else {
+            upcase_model::determined_lines(&text[..sent], MAX_LINE)
+        };
+        received.extend(read_exactly(&mut s, expect.len() - received.len()));
+        assert!(received == expect, "{framing}: {sent} bytes sent");
+        assert_nothing_more(&mut s, &format!("{framing}: {sent} bytes sent"));
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    s.read_to_end(&mut received).unwrap();
+    let full = if framing == "raw" {
+        upcase_model::upper(&text)
+    } else {
+        upcase_model::replies(&text, MAX_LINE)
+    };
+    assert!(received == full, "{framing}: the reply at EOF");
+}
+
+#[test]
+fn every_determined_reply_byte_arrives_before_more_input_in_both_framings() {
+    check_realtime("lines", 11);
+    check_realtime("raw", 12);
+}
+
+#[test]
+fn upcase_send_shows_the_refusal_of_a_full_server_not_a_broken_pipe() {
+    let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-conns", "1"]);
+    let addr = server.tcp[0].to_string();
+    let mut held = TcpClient::connect(server.tcp[0], LIMIT).unwrap();
+    assert_eq!(held.request(b"held").unwrap(), b"HELD");
+    // Both ways of sending: words, and lines on stdin (more than any socket buffer holds, so
+    // the writer is still busy when the refusal arrives).
+    let many: Vec<u8> = b"a line of stdin\n".repeat(500_000);
+    for stdin in [None, Some(&b"one\ntwo\n"[..]), Some(&many[..])] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        cmd.args(["send", "--addr", &addr, "--timeout", "5"]);
+        if stdin.is_none() {
+            cmd.arg("hello");
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.unwrap_or_default().to_vec();
+        // `send` may stop reading stdin once refused: a failed feed is fine.
+        let feeder = std::thread::spawn(move || input.write_all(&data));
+        let out = child.wait_with_output().unwrap();
+        let _ = feeder.join().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{out:?}");
+        assert!(
+            text.contains("error: too many connections"),
+            "the refusal is not shown: {text:?}"
+        );
+        assert!(!text.to_lowercase().contains("broken pipe"), "{text:?}");
+        assert!(!text.to_lowercase().contains("reset"), "{text:?}");
+    }
+    assert_eq!(held.request(b"still").unwrap(), b"STILL");
+}
