@@ -326,7 +326,7 @@ fn check_realtime(framing: &str, seed: u64) {
     // Newlines, invalid bytes and an overlong line among the Unicode.
     for (k, at) in (0..text.len()).step_by(97).enumerate().rev() {
         let insert: &[u8] = match k % 5 {
-            0 | 1 | 2 => b"\n",
+            0..=2 => b"\n",
             3 => b"\xff\xe2\x82",
             _ => &[b'x'; 150],
         };
