@@ -89,3 +89,65 @@ fn amplification_cap_drops_growing_replies_only() {
     let mut c = UdpClient::connect(server.udp[0], LIMIT).unwrap();
     assert_eq!(c.request("héllo".as_bytes()).unwrap(), "HÉLLO".as_bytes());
 }
+
+/// A socket on 127.0.0.1 with a free port below 1024 (root may bind them; the tests run as
+/// root).
+fn low_port_socket() -> UdpSocket {
+    let s = (900..1024u16)
+        .rev()
+        .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+        .expect("no free port below 1024 (the tests run as root)");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+#[test]
+fn low_source_ports_get_no_reply_unless_the_flag_allows_them() {
+    let low = low_port_socket();
+    let mut server = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0"]);
+    low.send_to(b"ntp?", server.udp[0]).unwrap();
+    // A marker from an ordinary port: the server serves its socket in order, so once the
+    // marker is answered, the low port's datagram has been handled.
+    let s = socket_to(server.udp[0]);
+    assert_eq!(roundtrip(&s, b"marker"), b"MARKER");
+    low.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let r = low.recv_from(&mut buf);
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "a port below 1024 got a reply: {r:?}"
+    );
+    low.set_nonblocking(false).unwrap();
+    assert!(server.terminate().success());
+    let logs = server.logs();
+    assert!(logs.contains("low_source_port: 1"), "{logs}");
+
+    let server = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0", "--udp-allow-low-ports"]);
+    low.send_to(b"ntp?", server.udp[0]).unwrap();
+    let (n, from) = low.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"NTP?"[..], server.udp[0]));
+}
+
+#[test]
+fn a_second_server_cannot_take_a_udp_port_in_use() {
+    let first = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0"]);
+    let port = first.udp[0].to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_upcase"))
+        .args(["serve", "--no-tcp", "--udp", &port])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "it said it was listening: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    // The first one still has its traffic.
+    let s = socket_to(first.udp[0]);
+    assert_eq!(roundtrip(&s, b"mine"), b"MINE");
+    // With --reuse-port on both, sharing is the explicit opt-in.
+    let a = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0", "--reuse-port"]);
+    let shared = a.udp[0].to_string();
+    let b = ServerProc::start(&["--no-tcp", "--udp", &shared, "--reuse-port"]);
+    assert_eq!(a.udp, b.udp);
+}
