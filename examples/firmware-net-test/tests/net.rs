@@ -367,7 +367,8 @@ fn recv_within(u: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     got
 }
 
-fn udp(guest: &Guest) {
+/// Returns how many of 20 echoes were answered, and whether the low-port check ran.
+fn udp(guest: &Guest) -> (usize, bool) {
     let u = guest.udp_socket("127.0.0.1:0").unwrap();
     let ask = |payload: &[u8]| {
         u.send(payload).unwrap();
@@ -435,17 +436,25 @@ fn udp(guest: &Guest) {
 
     // A source port below 1024 (echo, chargen, DNS, NTP live there) gets no reply. Binding one
     // needs root, as in CI; elsewhere this check is skipped.
-    match guest.udp_socket("127.0.0.1:1000") {
+    let low_port = match guest.udp_socket("127.0.0.1:1000") {
         Ok(low) => {
             low.send(b"hello").unwrap();
-            assert_eq!(
-                recv_within(&low, Duration::from_secs(1)),
-                None,
-                "port 1000 was answered"
-            );
+            let reply = recv_within(&low, Duration::from_secs(1));
+            assert_eq!(reply, None, "port 1000 was answered");
+            true
         }
-        Err(e) => eprintln!("skipped the low-port check: cannot bind port 1000 ({e})"),
-    }
+        Err(e) => {
+            eprintln!("skipped the low-port check: cannot bind port 1000 ({e})");
+            false
+        }
+    };
+    (answered, low_port)
+}
+
+/// The number after `name=` in `line`.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
 /// The largest `stack_high_water=` the guest reported.
@@ -467,7 +476,7 @@ fn serves_tcp_and_udp_from_qemu() {
     let (lines_per_second, bytes_per_second) = pipelined_burst(&guest);
     overlong_and_half_close(&guest);
     lecture_clients(&guest);
-    udp(&guest);
+    let (echoes_answered, low_port_checked) = udp(&guest);
     // Every socket listens again after its clients closed: all of them serve at once again.
     concurrent_clients(&guest, 2);
 
@@ -480,6 +489,17 @@ fn serves_tcp_and_udp_from_qemu() {
         closed >= 2 * SOCKETS + 3,
         "{closed} closed connections logged:\n{log}"
     );
+    // The guest counted each unanswered datagram under its reason.
+    let last = log.lines().last().unwrap_or_default();
+    assert_eq!(
+        field(last, "echo"),
+        Some(20 - echoes_answered as u64),
+        "{last}"
+    );
+    assert_eq!(field(last, "too_large"), Some(1), "{last}");
+    let low = u64::from(low_port_checked);
+    assert_eq!(field(last, "low_port"), Some(low), "{last}");
+    assert_eq!(field(last, "no_room"), Some(0), "{last}");
     eprintln!(
         "figures: boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
          stack high-water {} B; total {:.1} s",

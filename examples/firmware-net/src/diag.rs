@@ -6,7 +6,7 @@ use cortex_m_semihosting::hio::{self, HostStream};
 /// A line writer to the host, or nothing on a board without a debugger.
 pub struct Diag {
     out: Option<HostStream>,
-    line: [u8; 256],
+    line: [u8; 320],
     len: usize,
 }
 
@@ -15,7 +15,7 @@ impl Diag {
     pub fn new() -> Self {
         Self {
             out: hio::hstdout().ok(),
-            line: [0; 256],
+            line: [0; 320],
             len: 0,
         }
     }

@@ -100,8 +100,13 @@ struct Totals {
     lines: u64,
     overlong: u64,
     datagrams: u64,
-    dropped: u64,
-    refused: u64,
+    /// Datagrams left without a reply, by reason (`UdpDrop` and the guard's `Refusal`).
+    port_zero: u64,
+    low_port: u64,
+    own_address: u64,
+    echo: u64,
+    too_large: u64,
+    no_room: u64,
 }
 
 #[entry]
@@ -194,7 +199,12 @@ fn main() -> ! {
                 slot.last_active = now;
                 busy |= socket.listen(TCP_PORT).is_ok();
             }
-            slot.connected |= socket.is_active();
+            if socket.is_active() {
+                slot.connected = true;
+            } else {
+                // The idle clock runs only inside a connection.
+                slot.last_active = now;
+            }
             if glue::serve_tcp(socket, &mut slot.session) {
                 slot.last_active = now;
                 busy = true;
@@ -213,10 +223,14 @@ fn main() -> ! {
             &mut buf.udp_reply[..],
             now,
             |why| {
-                totals.dropped += 1;
-                if matches!(why, UdpDrop::Refused(Refusal::Echo | Refusal::OwnAddress)) {
-                    totals.refused += 1;
-                }
+                *match why {
+                    UdpDrop::Refused(Refusal::SourcePortZero) => &mut totals.port_zero,
+                    UdpDrop::Refused(Refusal::LowSourcePort) => &mut totals.low_port,
+                    UdpDrop::Refused(Refusal::OwnAddress) => &mut totals.own_address,
+                    UdpDrop::Refused(Refusal::Echo) => &mut totals.echo,
+                    UdpDrop::TooLarge => &mut totals.too_large,
+                    UdpDrop::NoRoom => &mut totals.no_room,
+                } += 1;
             },
         );
         totals.datagrams += handled as u64;
@@ -245,8 +259,13 @@ fn report(diag: &mut Diag, totals: &mut Totals, c: upcase_core::Counters, now: u
         .field("lines", totals.lines)
         .field("overlong", totals.overlong)
         .field("datagrams", totals.datagrams)
-        .field("dropped_datagrams", totals.dropped)
-        .field("loop_refusals", totals.refused)
+        .text(" dropped:")
+        .field("port_zero", totals.port_zero)
+        .field("low_port", totals.low_port)
+        .field("own_address", totals.own_address)
+        .field("echo", totals.echo)
+        .field("too_large", totals.too_large)
+        .field("no_room", totals.no_room)
         .field("stack_high_water", hw::stack_high_water() as u64)
         .end();
 }
