@@ -30,10 +30,28 @@ impl core::error::Error for DatagramError {}
 ///
 /// The reply is exact or absent: on [`DatagramError::ReplyTooLarge`] the caller must not send
 /// any part of `output`. The transform is left reset either way. With the uppercase transform
-/// the reply is at most three times the input (see `PROTOCOL.md`), so an output of
-/// `3 * input.len()` bytes always suffices.
+/// the reply is at most three times the input ([`PROTOCOL.md`](crate::spec) §1), so an output
+/// of `3 * input.len()` bytes always suffices.
 ///
 /// Runs in time linear in the input; uses 64 bytes of stack to measure an overflow.
+///
+/// A UDP server checks each datagram with a [`LoopGuard`](crate::LoopGuard) before and after
+/// this call; its docs show the whole turn.
+///
+/// # Example
+///
+/// ```
+/// use upcase_core::{DatagramError, Uppercase, transform_datagram};
+///
+/// let mut transform = Uppercase::new();
+/// let mut reply = [0u8; 16];
+/// let n = transform_datagram(&mut transform, b"one datagram", &mut reply)?;
+/// assert_eq!(&reply[..n], b"ONE DATAGRAM");
+/// // A reply that does not fit is not sent in part: nothing of it is a reply.
+/// let too_small = transform_datagram(&mut transform, b"hello", &mut reply[..3]);
+/// assert_eq!(too_small, Err(DatagramError::ReplyTooLarge { needed: 5 }));
+/// # Ok::<(), DatagramError>(())
+/// ```
 pub fn transform_datagram<T: Transform>(
     transform: &mut T,
     input: &[u8],

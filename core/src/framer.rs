@@ -40,6 +40,41 @@ pub enum Frame<'a> {
 ///
 /// Each byte is scanned for `\n` once (with `memchr` under the `fast` feature), and moved at most
 /// once when the storage is compacted.
+///
+/// # Example
+///
+/// A framer over a `static` array: [`new_array`](Self::new_array) is a `const fn`, so it is
+/// built at compile time and its all-zero storage lands in `.bss` (a firmware image takes such a
+/// static once; under `std`, a `Mutex` guards it). Bytes are read in place, lines borrowed:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use upcase_core::{Frame, LineFramer};
+///
+/// // 9 bytes of storage: lines of up to 8 bytes.
+/// static FRAMER: Mutex<LineFramer<[u8; 9]>> = Mutex::new(LineFramer::new_array());
+///
+/// let mut framer = FRAMER.lock().unwrap();
+/// assert_eq!(framer.max_line(), 8);
+/// let mut input = &b"one\ntwo\nmuch too long\nend"[..];
+/// let mut frames = Vec::new();
+/// while !input.is_empty() {
+///     let spare = framer.spare(); // read(spare): never empty
+///     let n = spare.len().min(input.len());
+///     spare[..n].copy_from_slice(&input[..n]);
+///     input = &input[n..];
+///     framer.commit(n);
+///     loop {
+///         match framer.poll() {
+///             Frame::Line(line) => frames.push(line.to_vec()),
+///             Frame::Overlong => frames.push(b"(too long)".to_vec()),
+///             Frame::Partial => break, // not an error: read more
+///         }
+///     }
+/// }
+/// assert_eq!(frames, [&b"one"[..], b"two", b"(too long)"]);
+/// assert_eq!(framer.finish(), Some(&b"end"[..])); // at end of input
+/// ```
 #[derive(Debug, Clone)]
 pub struct LineFramer<B> {
     buf: B,

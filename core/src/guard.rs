@@ -3,7 +3,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-/// Why a UDP server drops a datagram without a reply (`PROTOCOL.md` §3, `SECURITY.md`).
+/// Why a UDP server drops a datagram without a reply ([`PROTOCOL.md`](crate::spec) §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Refusal {
@@ -84,7 +84,7 @@ impl Entry {
 /// Decides which UDP datagrams a server answers, so that no spoofed datagram can start a loop
 /// between the server and itself, another server of this protocol, or an echo-like service.
 ///
-/// The rules (`PROTOCOL.md` §3.1):
+/// The rules ([`PROTOCOL.md`](crate::spec) §3.1):
 /// 1. [`check_source`](Self::check_source), before the transform: never answer source port 0,
 ///    the server's own address, or (unless [`GuardConfig::low_ports`]) ports below 1024.
 /// 2. [`check_reply`](Self::check_reply), after it: a request that is byte for byte the reply
@@ -102,6 +102,54 @@ impl Entry {
 ///
 /// The caller supplies the time (`now_ms`, milliseconds from any fixed origin, never going
 /// back), so the guard runs the same on a microcontroller and under `std`.
+///
+/// # Example
+///
+/// A UDP server's turn for one datagram: the source first, then the whole reply with
+/// [`transform_datagram`](crate::transform_datagram), then the reply check, and only then the
+/// send.
+///
+/// ```
+/// use core::net::SocketAddr;
+/// use upcase_core::{GuardConfig, LoopGuard, Refusal, Uppercase, transform_datagram};
+///
+/// struct UdpServer {
+///     local: SocketAddr,
+///     guard: LoopGuard<64>,
+///     transform: Uppercase,
+///     reply: [u8; 1500],
+/// }
+///
+/// impl UdpServer {
+///     /// The reply to send to `peer`, or `None`: drop the datagram without a reply.
+///     fn on_datagram(&mut self, peer: SocketAddr, request: &[u8], now_ms: u64) -> Option<&[u8]> {
+///         self.guard.check_source(peer, self.local).ok()?;
+///         let n = transform_datagram(&mut self.transform, request, &mut self.reply).ok()?;
+///         let reply = &self.reply[..n];
+///         self.guard.check_reply(peer, request, reply, now_ms).ok()?;
+///         Some(reply)
+///     }
+/// }
+///
+/// let local: SocketAddr = "127.0.0.1:9876".parse().unwrap();
+/// let mut server = UdpServer {
+///     local,
+///     guard: LoopGuard::new(GuardConfig::DEFAULT),
+///     transform: Uppercase::new(),
+///     reply: [0; 1500],
+/// };
+/// let client: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+/// assert_eq!(server.on_datagram(client, b"hello", 0), Some(&b"HELLO"[..]));
+/// // Never answered: the server itself, source port 0, and (by default) ports below 1024.
+/// let dns: SocketAddr = "127.0.0.1:53".parse().unwrap();
+/// assert_eq!(server.guard.check_source(dns, local), Err(Refusal::LowSourcePort));
+/// assert_eq!(server.on_datagram(local, b"hello", 0), None);
+/// // A peer that sends back the reply it got, over and over, is a loop: after the burst of
+/// // echoes (4 by default, refilled at 2 per second) it gets no reply.
+/// let answered = (0..10).filter(|_| server.on_datagram(client, b"HELLO", 0).is_some());
+/// assert_eq!(answered.count(), 4);
+/// assert!(server.on_datagram(client, b"HELLO", 1000).is_some()); // refilled
+/// ```
 #[derive(Debug, Clone)]
 pub struct LoopGuard<const N: usize> {
     config: GuardConfig,

@@ -20,7 +20,13 @@ mod unicode;
 pub mod blocking;
 
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub mod asynch;
+
+// `PROTOCOL.md` of the repository (a symbolic link in this crate's folder, so that the packaged
+// crate carries it too): the normative protocol, included so that the docs can link to it.
+#[doc = include_str!("../PROTOCOL.md")]
+pub mod spec {}
 
 #[cfg(test)]
 mod testio;

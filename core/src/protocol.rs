@@ -16,8 +16,8 @@ pub enum Framing {
 /// error reply cannot be mistaken for a transformed line.
 pub const ERROR_PREFIX: &[u8] = b"error: ";
 
-/// The error replies a server sends, each one line (`PROTOCOL.md` §2.3). This is a reply on the
-/// wire, not a Rust error of this crate: a client gets one as
+/// The error replies a server sends, each one line ([`PROTOCOL.md`](crate::spec) §2.3). This is
+/// a reply on the wire, not a Rust error of this crate: a client gets one as
 /// [`RequestError::Rejected`](crate::RequestError::Rejected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -110,6 +110,72 @@ enum Input<B> {
 ///
 /// Never, whatever the order of calls and whatever a [`Transform`] returns: counts are clamped
 /// to the buffers, and a transform that makes no progress ends its message.
+///
+/// # Example: the sans-IO loop
+///
+/// The call order by hand, with a byte slice as what the peer sends (4 bytes per read) and a
+/// `Vec` as what it receives. A driver reads and writes its transport at the marked places;
+/// [`blocking::serve`](crate::blocking::serve) is this loop.
+///
+/// ```
+/// use upcase_core::{LineFramer, Session, Uppercase};
+///
+/// // Lines of up to 64 bytes; 16 bytes of output space per write.
+/// let mut session = Session::lines(LineFramer::<[u8; 65]>::new_array(), Uppercase::new());
+/// let (mut peer_sends, mut peer_receives) = (&b"hello\nworld"[..], Vec::new());
+/// let mut out = [0u8; 16];
+/// loop {
+///     // 1. Every reply byte that the input so far determines.
+///     loop {
+///         let n = session.poll_transmit(&mut out);
+///         if n == 0 {
+///             break;
+///         }
+///         peer_receives.extend_from_slice(&out[..n]); // write(out[..n])
+///     }
+///     // 2. Every reply is out: close the connection.
+///     if session.is_done() {
+///         break;
+///     }
+///     // 3. Read into the session's own storage; a read of 0 bytes is end of stream.
+///     let buf = session.recv_buffer(); // read(buf)
+///     let n = buf.len().min(4).min(peer_sends.len());
+///     buf[..n].copy_from_slice(&peer_sends[..n]);
+///     peer_sends = &peer_sends[n..];
+///     match n {
+///         0 => session.handle_eof(),
+///         n => session.handle_recv(n),
+///     }
+/// }
+/// // The trailing partial line is answered at end of stream, without a `\n`.
+/// assert_eq!(peer_receives, b"HELLO\nWORLD");
+/// assert_eq!(session.counters().lines, 2);
+/// ```
+///
+/// # Example: static storage
+///
+/// [`lines`](Self::lines), [`raw`](Self::raw), [`LineFramer::new_array`] and
+/// [`Uppercase::new`](crate::Uppercase::new) are `const fn`, so a session can be a `static`
+/// built at compile time: no code runs to set it up, and its all-zero storage lands in `.bss`.
+/// A firmware image hands such a static out once (the UART firmware's `src/hw.rs`, in
+/// `examples/firmware/` of the repository); under `std`, a `Mutex` does:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use upcase_core::{LineFramer, Session, Uppercase};
+///
+/// // 257 bytes of storage: lines of up to 256 bytes.
+/// static SESSION: Mutex<Session<[u8; 257], Uppercase>> =
+///     Mutex::new(Session::lines(LineFramer::new_array(), Uppercase::new()));
+///
+/// let mut session = SESSION.lock().unwrap();
+/// let buf = session.recv_buffer();
+/// buf[..3].copy_from_slice(b"hi\n");
+/// session.handle_recv(3);
+/// let mut out = [0u8; 8];
+/// let n = session.poll_transmit(&mut out);
+/// assert_eq!(&out[..n], b"HI\n");
+/// ```
 #[derive(Debug)]
 pub struct Session<B, T> {
     input: Input<B>,
@@ -120,14 +186,14 @@ pub struct Session<B, T> {
 }
 
 impl<B, T> Session<B, T> {
-    /// A session in `lines` framing (`PROTOCOL.md` §2.1): `framer` cuts the input into lines,
-    /// and its storage is the read buffer; each line is answered with `transform`.
+    /// A session in `lines` framing ([`PROTOCOL.md`](crate::spec) §2.1): `framer` cuts the input
+    /// into lines, and its storage is the read buffer; each line is answered with `transform`.
     pub const fn lines(framer: LineFramer<B>, transform: T) -> Self {
         Self::with(Input::Lines(framer), transform)
     }
 
-    /// A session in `raw` framing (`PROTOCOL.md` §2.4): every chunk read into `buffer` is
-    /// transformed and answered at once. The buffer's length is the read size.
+    /// A session in `raw` framing ([`PROTOCOL.md`](crate::spec) §2.4): every chunk read into
+    /// `buffer` is transformed and answered at once. The buffer's length is the read size.
     pub const fn raw(buffer: B, transform: T) -> Self {
         Self::with(Input::Raw(buffer), transform)
     }
