@@ -101,8 +101,9 @@ enum FramingArg {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// TCP address to listen on, as HOST:PORT, [IPV6]:PORT or :PORT; repeatable. An empty host
-    /// (":65432") means all IPv4 interfaces; port 0 picks a free port. [default: 127.0.0.1:65432]
+    /// TCP address to listen on, as `HOST:PORT`, `[::1]:PORT` or `:PORT`; repeatable. An empty
+    /// host (":65432") means all IPv4 interfaces; port 0 picks a free port.
+    /// [default: 127.0.0.1:65432]
     #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
     tcp: Vec<String>,
     /// UDP address to listen on, in the same forms; repeatable. [default: 127.0.0.1:9876]
@@ -179,7 +180,7 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct SendArgs {
-    /// Server address, as HOST:PORT, [IPV6]:PORT or :PORT (127.0.0.1:PORT).
+    /// Server address, as `HOST:PORT`, `[::1]:PORT` or `:PORT` (127.0.0.1:PORT).
     /// [default: 127.0.0.1:65432, or 127.0.0.1:9876 with --udp]
     #[arg(long, value_name = "HOST:PORT", value_parser = send_addr)]
     addr: Option<String>,

@@ -78,6 +78,41 @@ impl embedded_io::Write for Stream<'_> {
 ///
 /// Memory: a reply buffer of `max_reply + 1` bytes, allocated once. Every call blocks for at
 /// most the timeout given to [`connect`](Self::connect) per read or write.
+///
+/// # Example
+///
+/// An error reply from the server is an error of the request,
+/// [`RequestError::Rejected`], and the connection goes on:
+///
+/// ```
+/// use std::time::Duration;
+/// use upcase_std::{Addresses, ClientError, ErrorReply, RequestError};
+/// use upcase_std::{Server, ServerConfig, TcpClient};
+///
+/// let mut config = ServerConfig {
+///     addresses: Addresses { tcp: vec!["127.0.0.1:0".into()], udp: vec![] },
+///     ..ServerConfig::default()
+/// };
+/// config.limits.max_line = 8;
+/// let server = Server::bind(config)?;
+/// let (addr, stop) = (server.tcp_addrs()[0], server.shutdown_handle());
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut client = TcpClient::connect(addr, Duration::from_secs(5))?;
+/// assert_eq!(client.request(b"short")?, b"SHORT");
+/// match client.request(b"far too long") {
+///     Err(ClientError::Request(RequestError::Rejected(e))) => {
+///         assert_eq!(e, ErrorReply::LineTooLong)
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(client.request(b"again")?, b"AGAIN");
+///
+/// drop(client);
+/// stop.shutdown();
+/// assert_eq!(running.join().unwrap()?.overlong, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct TcpClient {
     stream: TcpStream,
     replies: LineFramer<Vec<u8>>,
@@ -200,6 +235,21 @@ impl TcpReceiver<'_> {
 /// A UDP client: one datagram out, one datagram back.
 ///
 /// Memory: a 64 KiB receive buffer, allocated once.
+///
+/// # Example
+///
+/// A lost request, or one the server drops, is a timeout: UDP has no error reply.
+///
+/// ```
+/// use std::time::Duration;
+/// use upcase_std::{ClientError, UdpClient};
+///
+/// // A socket that never answers.
+/// let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let mut client = UdpClient::connect(silent.local_addr()?, Duration::from_millis(50))?;
+/// assert!(matches!(client.request(b"hello"), Err(ClientError::TimedOut)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct UdpClient {
     socket: UdpSocket,
     buf: Vec<u8>,
@@ -246,7 +296,7 @@ impl UdpClient {
     /// # Errors
     ///
     /// [`ClientError::TimedOut`] when no reply comes in time: the request or its reply was lost,
-    /// or the server dropped it (see `PROTOCOL.md` §3).
+    /// or the server dropped it (see [`PROTOCOL.md`](upcase_core::spec) §3).
     pub fn request(&mut self, payload: &[u8]) -> Result<&[u8], ClientError> {
         let io_err = |e: io::Error| ClientError::from_request(RequestError::Io(e));
         self.socket.send(payload).map_err(io_err)?;

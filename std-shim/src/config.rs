@@ -86,7 +86,8 @@ pub struct SocketOptions {
     pub send_buffer_size: Option<usize>,
 }
 
-/// What the protocol allows a peer (`PROTOCOL.md`, `SECURITY.md`).
+/// What the protocol allows a peer ([`PROTOCOL.md`](upcase_core::spec),
+/// [`SECURITY.md`](crate::security)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `lines` (default) or `raw` framing on TCP.
@@ -105,10 +106,11 @@ pub struct Limits {
     /// [`MAX_UDP_PAYLOAD`].
     pub max_datagram: usize,
     /// Drop UDP requests whose reply would be longer than the request, so the server cannot
-    /// amplify traffic towards a spoofed source. Default off (`PROTOCOL.md` §3).
+    /// amplify traffic towards a spoofed source. Default off
+    /// ([`PROTOCOL.md`](upcase_core::spec) §3).
     pub udp_no_amplify: bool,
-    /// Reflection-loop protection on UDP (`PROTOCOL.md` §3.1): low source ports and the echo
-    /// budget. Default [`GuardConfig::DEFAULT`].
+    /// Reflection-loop protection on UDP ([`PROTOCOL.md`](upcase_core::spec) §3.1): low source
+    /// ports and the echo budget. Default [`GuardConfig::DEFAULT`].
     pub udp_guard: GuardConfig,
 }
 
@@ -134,6 +136,46 @@ pub struct Runtime {
 
 /// Everything a [`Server`](crate::Server) needs. [`ServerConfig::default`] is what `upcase serve`
 /// uses with no flags.
+///
+/// # Example
+///
+/// A server of your own reply function, in `raw` framing, on a free TCP port only:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::sync::Arc;
+/// use upcase_std::{Addresses, ByteMap, Framing, Server, ServerConfig};
+///
+/// let mut config = ServerConfig {
+///     addresses: Addresses { tcp: vec!["127.0.0.1:0".into()], udp: vec![] },
+///     // One transform per connection; here ROT13, which needs no state.
+///     transform: Arc::new(|| {
+///         Box::new(ByteMap(|b: u8| match b {
+///             b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
+///             b'A'..=b'Z' => (b - b'A' + 13) % 26 + b'A',
+///             _ => b,
+///         }))
+///     }),
+///     ..ServerConfig::default()
+/// };
+/// config.limits.framing = Framing::Raw; // answer every chunk, newline or not
+/// config.runtime.workers = Some(1);
+/// config.validate()?;
+/// let server = Server::bind(config)?;
+/// let (addr, stop) = (server.tcp_addrs()[0], server.shutdown_handle());
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut stream = std::net::TcpStream::connect(addr)?;
+/// stream.write_all(b"hello")?;
+/// let mut reply = [0u8; 5];
+/// stream.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"uryyb");
+///
+/// drop(stream);
+/// stop.shutdown();
+/// running.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Where to listen.

@@ -29,3 +29,9 @@ pub use shared::{ServerCounters, UdpDrops};
 pub use upcase_core::{
     ByteMap, ErrorReply, Framing, GuardConfig, Progress, RequestError, Transform, Uppercase,
 };
+
+// `SECURITY.md` of the repository (a symbolic link in this crate's folder, so that the packaged
+// crate carries it too): the server's promises against hostile peers, included so that the docs
+// can link to it. The protocol itself is `upcase_core::spec`.
+#[doc = include_str!("../SECURITY.md")]
+pub mod security {}

@@ -23,10 +23,10 @@ struct Stop {
 pub struct ShutdownHandle(Arc<Stop>);
 
 impl ShutdownHandle {
-    /// Begins a graceful shutdown (`PROTOCOL.md` §2.5) and returns at once. [`Server::run`]
-    /// then stops accepting and reading, answers every complete line already read, sends
-    /// `error: shutting down` in place of a partial line, closes each connection gracefully,
-    /// and returns. Calling it again does nothing.
+    /// Begins a graceful shutdown ([`PROTOCOL.md`](upcase_core::spec) §2.5) and returns at
+    /// once. [`Server::run`] then stops accepting and reading, answers every complete line
+    /// already read, sends `error: shutting down` in place of a partial line, closes each
+    /// connection gracefully, and returns. Calling it again does nothing.
     pub fn shutdown(&self) {
         *self
             .0
@@ -107,7 +107,7 @@ impl Server {
     ///
     /// Threads: `workers` event loops (default: one per core), each serving every TCP listener,
     /// its connections, and its share of the UDP sockets. Memory: see the crate documentation
-    /// and `SECURITY.md`.
+    /// and [`SECURITY.md`](crate::security).
     ///
     /// # Errors
     ///

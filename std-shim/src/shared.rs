@@ -16,7 +16,8 @@ pub struct ServerCounters {
     /// TCP connections refused at the connection cap.
     pub refused: u64,
     /// Transformed replies delivered to the kernel for sending, error replies excluded. With
-    /// the graceful close (`PROTOCOL.md` §2.5) every one reaches a peer that does not reset.
+    /// the graceful close ([`PROTOCOL.md`](upcase_core::spec) §2.6) every one reaches a peer
+    /// that does not reset.
     pub lines: u64,
     /// Lines over the limit, each answered with `error: line too long`.
     pub overlong: u64,
@@ -34,7 +35,8 @@ pub struct ServerCounters {
     pub bytes_out: u64,
 }
 
-/// UDP requests dropped without a reply, by reason (`PROTOCOL.md` §3, `SECURITY.md`).
+/// UDP requests dropped without a reply, by reason ([`PROTOCOL.md`](upcase_core::spec) §3,
+/// [`SECURITY.md`](crate::security)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct UdpDrops {
