@@ -23,10 +23,13 @@ fi
 # Crates outside the workspace, each with its own lock file and target folder.
 FIRMWARE=examples/firmware/Cargo.toml
 QEMU_TEST=examples/firmware-qemu-test/Cargo.toml
+NET=examples/firmware-net/Cargo.toml
+NET_TEST=examples/firmware-net-test/Cargo.toml
+EMBASSY=examples/firmware-net/embassy/Cargo.toml
 
 step "format"
 cargo fmt --all -- --check
-for m in "$FIRMWARE" "$QEMU_TEST" fuzz/Cargo.toml bench/peers/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
+for m in "$FIRMWARE" "$QEMU_TEST" "$NET" "$NET_TEST" "$EMBASSY" fuzz/Cargo.toml bench/peers/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
 
 # upcase-core's feature sets: default (unicode: the firmware's build), ASCII-only, the fast path
 # (what upcase-std uses; in --workspace), and the async drivers.
@@ -73,6 +76,14 @@ cargo clippy --manifest-path "$QEMU_TEST" --all-targets -- -D warnings
 
 step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, async, typed line ends, flash budgets"
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
+
+step "network firmware: smoltcp on the Stellaris MAC, and the embassy-net recipe, clippy-clean"
+(cd examples/firmware-net && cargo clippy --release -- -D warnings && cargo clippy --release --no-default-features -- -D warnings)
+(cd examples/firmware-net/embassy && cargo clippy --target thumbv7em-none-eabihf -- -D warnings)
+cargo clippy --manifest-path "$NET_TEST" --all-targets -- -D warnings
+
+step "network firmware under QEMU: TCP and UDP from the host, byte for byte"
+cargo test --manifest-path "$NET_TEST" --release -- --test-threads=1
 
 step "soak: verified load mixed with every attack, 10 s"
 scripts/soak.sh 10
