@@ -12,7 +12,7 @@ pub struct Progress {
     pub written: usize,
 }
 
-/// A streaming reply function: the lecture's "secret" `prepareReply`, made incremental.
+/// A streaming reply function: the server's reply to a message (`PROTOCOL.md` §1), made incremental.
 ///
 /// A transform sees one *message* as a sequence of [`process`](Transform::process) calls and then
 /// [`finish`](Transform::finish) calls until it reports that it holds nothing more. In `lines`

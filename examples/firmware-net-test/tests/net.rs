@@ -518,7 +518,7 @@ fn serves_tcp_and_udp_from_qemu() {
 }
 
 /// The recipes in `core/README.md` ("On a network stack") are copies of code that CI compiles:
-/// each ```rust,ignore block there must appear, line for line, in its source file.
+/// each ```text block there must appear, line for line, in its source file.
 #[test]
 fn readme_recipes_are_the_compiled_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -533,7 +533,7 @@ fn readme_recipes_are_the_compiled_code() {
         "examples/firmware-net/embassy/src/lib.rs",
     ];
     let blocks: Vec<&str> = section
-        .split("```rust,ignore\n")
+        .split("```text\n")
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
