@@ -313,3 +313,230 @@ fn udp_hostile_datagrams_and_a_flood_keep_the_amplification_bound() {
     let grown = status_kib(server.pid(), "VmHWM:").saturating_sub(before);
     assert!(grown < 8 * 1024, "peak RSS grew by {grown} KiB");
 }
+
+/// The number in environment variable `name`, or `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Bytes shared by the bulk clients that send the same lines.
+type Bytes = std::sync::Arc<Vec<u8>>;
+
+/// One bulk client: its socket, what it still has to send, and how far its replies got.
+struct Bulk {
+    stream: TcpStream,
+    input: Bytes,
+    expect: Bytes,
+    sent: usize,
+    received: usize,
+}
+
+impl Bulk {
+    /// One pass: send what the socket takes, read at most `read_max` bytes and check them
+    /// against the model. Returns the bytes read.
+    fn pass(&mut self, buf: &mut [u8], read_max: usize, i: usize) -> usize {
+        while self.sent < self.input.len() {
+            match (&self.stream).write(&self.input[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("bulk client {i}: write failed: {e}"),
+            }
+        }
+        let want = read_max.min(self.expect.len() - self.received);
+        if want == 0 {
+            return 0;
+        }
+        match (&self.stream).read(&mut buf[..want]) {
+            Ok(0) => panic!("bulk client {i}: cut after {} bytes", self.received),
+            Ok(n) => {
+                let at = self.received;
+                assert!(
+                    buf[..n] == self.expect[at..at + n],
+                    "bulk client {i}: a wrong byte within bytes {at}..{}",
+                    at + n
+                );
+                self.received += n;
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("bulk client {i}: read failed: {e}"),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.received == self.expect.len()
+    }
+}
+
+#[test]
+fn slow_reading_bulk_clients_keep_memory_bounded_and_honest_clients_prompt() {
+    // Issue 10, item 8: with default flags, many clients each pipeline a few hundred KiB of
+    // Unicode lines and then read slowly, but keep their connections. CI runs 300 (a debug
+    // build on 2 cores); the issue's 2000 is measured by hand:
+    //   UPCASE_SLOW_READERS=2000 cargo test --release --test hostile slow_reading -- --nocapture
+    slow_readers(&[]);
+}
+
+#[test]
+fn slow_reading_bulk_clients_with_replies_held_by_the_server_stay_within_the_budget() {
+    // The same with a tiny kernel send buffer: replies wait in the server's memory, not the
+    // kernel's, so what bounds it is the reply budget and the reclaiming of output buffers.
+    slow_readers(&["--send-buffer", "8192"]);
+}
+
+/// Many slow-reading bulk clients and an honest one (`UPCASE_SLOW_READERS` clients, default
+/// 300, of `UPCASE_SLOW_READER_KIB` KiB each, default 160), against a server started with
+/// `extra` flags: honest replies within 0.5 s, peak RSS within 64 MiB, every bulk reply exact.
+fn slow_readers(extra: &[&str]) {
+    let clients = env_or("UPCASE_SLOW_READERS", 300);
+    let kib = env_or("UPCASE_SLOW_READER_KIB", 160);
+    let _ = rlimit::increase_nofile_limit(u64::MAX); // the test itself holds `clients` sockets
+    let mut args = vec!["--tcp", "127.0.0.1:0", "--no-udp"];
+    args.extend_from_slice(extra);
+    let server = ServerProc::start(&args);
+    let addr = server.tcp[0];
+    // Four different inputs of `kib` KiB of lines, and their replies from the model.
+    let variants: Vec<(Bytes, Bytes)> = (0..4u64)
+        .map(|v| {
+            let mut input = Vec::new();
+            let mut k = 0;
+            while input.len() < kib * 1024 {
+                input.extend_from_slice(
+                    upcase_model::unicode_text(v * 1_000_003 + k, 60).as_bytes(),
+                );
+                input.push(b'\n');
+                k += 1;
+            }
+            let expect = upcase_model::replies(&input, 8192);
+            (input.into(), expect.into())
+        })
+        .collect();
+    let bulk: Vec<Bulk> = (0..clients)
+        .map(|i| {
+            // A small receive window: replies back up at the server, not in our kernel.
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(16 * 1024).unwrap();
+            socket.connect_timeout(&addr.into(), LIMIT).unwrap();
+            let mut stream: TcpStream = socket.into();
+            // One round trip first, so the server has accepted every bulk client before any
+            // pipelines (a burst of connections arriving with data is a connection flood).
+            stream.set_read_timeout(Some(LIMIT)).unwrap();
+            stream.write_all(format!("hello {i}\n").as_bytes()).unwrap();
+            let mut hello = vec![0u8; format!("HELLO {i}\n").len()];
+            stream.read_exact(&mut hello).unwrap();
+            assert_eq!(hello, format!("HELLO {i}\n").as_bytes());
+            stream.set_nonblocking(true).unwrap();
+            let (input, expect) = variants[i % 4].clone();
+            Bulk {
+                stream,
+                input,
+                expect,
+                sent: 0,
+                received: 0,
+            }
+        })
+        .collect();
+    let total: usize = bulk.iter().map(|b| b.expect.len()).sum();
+    let received = std::sync::atomic::AtomicUsize::new(0);
+    // Bulk clients that have sent all their lines (pipelined) and now only read, slowly.
+    let pipelined = std::sync::atomic::AtomicUsize::new(0);
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let mut latencies = Vec::new();
+    std::thread::scope(|scope| {
+        // Two driver threads share the bulk clients: each pass, every client sends what its
+        // socket takes and reads at most 4 KiB; then a 20 ms pause. That is the slow reader:
+        // at most 200 KiB/s per connection (pacing the clients, not synchronising anything).
+        let mut halves = bulk;
+        let second = halves.split_off(clients / 2);
+        let drivers: Vec<_> = [(0, halves), (clients / 2, second)]
+            .into_iter()
+            .map(|(first, mut mine)| {
+                let (received, pipelined) = (&received, &pipelined);
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; 4096];
+                    while !mine.iter().all(Bulk::done) {
+                        assert!(Instant::now() < deadline, "bulk clients not served in time");
+                        for (j, b) in mine.iter_mut().enumerate() {
+                            let before = b.sent;
+                            let n = b.pass(&mut buf, 4096, first + j);
+                            received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                            if before < b.input.len() && b.sent == b.input.len() {
+                                pipelined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    mine // kept open until every client has finished
+                })
+            })
+            .collect();
+        // Meanwhile, an honest client on a new connection, now and then, timed.
+        let honest = scope.spawn(|| {
+            // From when every bulk client has pipelined all its lines: the server has a few
+            // hundred KiB of requests from each to answer, and slow readers to answer them to.
+            while pipelined.load(std::sync::atomic::Ordering::Relaxed) < clients {
+                assert!(
+                    Instant::now() < deadline,
+                    "bulk clients could not send their lines"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut times = Vec::new();
+            while !finished.load(std::sync::atomic::Ordering::Relaxed)
+                && times.len() < 20
+                && Instant::now() < deadline
+            {
+                let t = Instant::now();
+                let mut c = TcpClient::connect(addr, LIMIT).unwrap();
+                let line = format!("honest {} straße", times.len());
+                assert_eq!(
+                    c.request(line.as_bytes()).unwrap(),
+                    line.to_uppercase().as_bytes()
+                );
+                times.push(t.elapsed());
+                // The next one a little later, while the bulk clients are still busy.
+                let pause = Instant::now() + Duration::from_millis(100);
+                while Instant::now() < pause && !finished.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            times
+        });
+        let kept: Vec<Vec<Bulk>> = drivers.into_iter().map(|d| d.join().unwrap()).collect();
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        latencies = honest.join().unwrap();
+        // Every bulk connection still open and whole: the replies matched byte for byte as
+        // they came; here, the totals.
+        for (i, b) in kept.iter().flatten().enumerate() {
+            assert_eq!(b.received, b.expect.len(), "bulk client {i}");
+            assert_eq!(b.sent, b.input.len(), "bulk client {i}");
+        }
+    });
+    let took = started.elapsed();
+    assert_eq!(received.load(std::sync::atomic::Ordering::Relaxed), total);
+    let peak_kib = status_kib(server.pid(), "VmHWM:");
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "{clients} bulk clients x {kib} KiB, server flags {extra:?}, in {took:.1?}: server peak \
+         RSS {} MiB; honest reply \
+         times over {} requests: max {worst:?}",
+        peak_kib / 1024,
+        latencies.len()
+    );
+    assert!(
+        latencies.len() >= 3,
+        "too few honest requests measured: {latencies:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "an honest reply took {worst:?}: {latencies:?}"
+    );
+    assert!(peak_kib <= 64 * 1024, "server peak RSS {peak_kib} KiB");
+}

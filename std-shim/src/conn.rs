@@ -146,14 +146,38 @@ impl Conn {
         self.out.waiting()
     }
 
-    /// Moves bytes until the connection has to wait for its socket, or has had its share.
-    pub(crate) fn turn(&mut self, lend: &mut Lend, shared: &Shared, draining: bool) -> Step {
+    /// Records what a poller event says about the socket.
+    pub(crate) fn note_event(&mut self, ev: &mio::event::Event) {
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.readable = true;
+        }
+        if ev.is_read_closed() || ev.is_error() {
+            self.read_closed = true;
+        }
+    }
+
+    /// Whether the connection is between messages with nothing to send: a turn for it costs
+    /// only what its new input asks for.
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle(_)) && !self.out.waiting()
+    }
+
+    /// Moves bytes until the connection has to wait for its socket, or has had its share: at
+    /// most [`READS_PER_TURN`] reads, or with `short` one read of at most [`SMALL_READ`] bytes
+    /// (enough for a request; a bulk sender then yields after little work).
+    pub(crate) fn turn(
+        &mut self,
+        lend: &mut Lend,
+        shared: &Shared,
+        draining: bool,
+        short: bool,
+    ) -> Step {
         // Lend the read buffer to a busy session for this turn; its parked buffer is dropped.
         // (It cannot refuse: a session is parked only once it has nothing to transmit.)
         if let State::Busy(session) = &mut self.state {
             let _ = session.replace_storage(std::mem::take(&mut lend.read));
         }
-        let step = self.run(lend, shared, draining);
+        let step = self.run(lend, shared, draining, short);
         match &mut self.state {
             // Nothing in flight: the session goes, its transform stays.
             State::Busy(session) if session.is_idle() => self.end_session(lend, shared),
@@ -192,9 +216,10 @@ impl Conn {
         self.state = State::Idle(transform);
     }
 
-    fn run(&mut self, lend: &mut Lend, shared: &Shared, draining: bool) -> Step {
+    fn run(&mut self, lend: &mut Lend, shared: &Shared, draining: bool, short: bool) -> Step {
         let cfg = &shared.config;
         let mut reads = 0;
+        let max_reads = if short { 1 } else { READS_PER_TURN };
         loop {
             // 1. Output the socket did not take yet goes first: no reading while it waits.
             match self.out.flush(&mut self.stream, shared) {
@@ -239,7 +264,7 @@ impl Conn {
             if !self.readable {
                 return Step::Wait;
             }
-            if reads == READS_PER_TURN {
+            if reads == max_reads {
                 return Step::Yield;
             }
             if let State::Idle(_) = self.state
@@ -252,7 +277,7 @@ impl Conn {
                 return Step::Close("closed");
             };
             let buf = session.recv_buffer();
-            let room = if shared.over_budget() {
+            let room = if short || shared.over_budget() {
                 buf.len().min(SMALL_READ)
             } else {
                 buf.len()

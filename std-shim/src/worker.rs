@@ -35,6 +35,11 @@ const FIRST_SPECIAL: usize = usize::MAX - (1 << 20);
 const ACCEPT_BUDGET: usize = 256;
 /// Pause after the process ran out of descriptors or memory, before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a long round of turns stops to look for new connections and new requests from
+/// idle ones (see [`Worker::mid_round`]).
+const MID_ROUND_EVERY: Duration = Duration::from_millis(10);
+/// Events one such stop takes at most; the rest wait for the next poll.
+const MID_ROUND_EVENTS: usize = 64;
 /// Refused connections a worker keeps for their graceful close; past it, they are closed at
 /// once (a flood must not pin descriptors).
 const MAX_REFUSED_CLOSING: usize = 1024;
@@ -138,6 +143,7 @@ impl<'s> Worker<'s> {
             });
         let mut next_sweep = Instant::now() + sweep_every;
         let mut events = Events::with_capacity(1024);
+        let mut mid_events = Events::with_capacity(MID_ROUND_EVENTS);
         loop {
             let now = Instant::now();
             let mut wake_at = next_sweep;
@@ -162,6 +168,7 @@ impl<'s> Worker<'s> {
                 continue;
             }
             let mut woken = false;
+            let mut mid_round = Instant::now() + MID_ROUND_EVERY;
             for ev in &events {
                 match ev.token() {
                     WAKER => woken = true,
@@ -172,13 +179,9 @@ impl<'s> Worker<'s> {
                     Token(t) if t >= FIRST_SPECIAL => self.ready.push_back(Token(t)),
                     Token(k) => {
                         if let Some(Some(c)) = self.conns.get_mut(k) {
-                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                                c.readable = true;
-                            }
-                            if ev.is_read_closed() || ev.is_error() {
-                                c.read_closed = true;
-                            }
+                            c.note_event(ev);
                             self.serve(Token(k));
+                            self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
                         }
                     }
                 }
@@ -187,6 +190,7 @@ impl<'s> Worker<'s> {
             for _ in 0..self.ready.len() {
                 if let Some(t) = self.ready.pop_front() {
                     self.serve(t);
+                    self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
                 }
             }
             let now = Instant::now();
@@ -225,6 +229,11 @@ impl<'s> Worker<'s> {
     /// Serves connection or UDP socket `t` for one turn, and keeps a panic of the user's
     /// transform to that one connection or datagram.
     fn serve(&mut self, t: Token) {
+        self.serve_turn(t, false);
+    }
+
+    /// [`serve`](Self::serve), with a `short` turn for a connection: one small read.
+    fn serve_turn(&mut self, t: Token, short: bool) {
         let shared = self.shared;
         let draining = self.draining.is_some();
         if t.0 >= FIRST_SPECIAL {
@@ -248,7 +257,7 @@ impl<'s> Worker<'s> {
             return;
         };
         let lend = &mut self.lend;
-        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, draining))) {
+        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, draining, short))) {
             Ok(step) => step,
             Err(_) => {
                 Counters::add(&shared.counters.panics, 1);
@@ -293,6 +302,48 @@ impl<'s> Worker<'s> {
             c.watch_writable = want;
         }
         Ok(())
+    }
+
+    /// Between two turns of a long round, once `next` has come (then every
+    /// [`MID_ROUND_EVERY`]): a round over a thousand busy connections can take a second, and a
+    /// new client or a short request must not wait for all of it (issue 10, item 8). Polls
+    /// without waiting (at most [`MID_ROUND_EVENTS`] events), accepts new connections (each is
+    /// served at once), and gives the connections that were idle (nothing buffered, nothing to
+    /// send) and now have input a short turn, which answers a request; a bulk sender yields
+    /// after it. Every other event only queues its connection in `ready`, to be served in turn.
+    fn mid_round(&mut self, next: &mut Instant, events: &mut Events, woken: &mut bool) {
+        let now = Instant::now();
+        if now < *next || self.draining.is_some() {
+            return;
+        }
+        *next = now + MID_ROUND_EVERY;
+        if self.poll.poll(events, Some(Duration::ZERO)).is_err() {
+            return; // the main loop's poll reports and handles it
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                WAKER => *woken = true,
+                Token(t) if t > usize::MAX - 1 - self.listeners.len() => self.accept_more = true,
+                Token(t) if t >= FIRST_SPECIAL => self.ready.push_back(Token(t)),
+                Token(k) => {
+                    if let Some(Some(c)) = self.conns.get_mut(k) {
+                        c.note_event(ev);
+                        if c.is_idle() {
+                            self.serve_turn(Token(k), true);
+                        } else {
+                            self.ready.push_back(Token(k));
+                        }
+                    }
+                }
+            }
+        }
+        let paused = self.accept_paused_until.is_some_and(|t| now < t);
+        if self.accept_more && !paused && !self.shared.stopping.load(Ordering::Acquire) {
+            self.accept_more = false;
+            for i in 0..self.listeners.len() {
+                self.accept_more |= self.accept(i);
+            }
+        }
     }
 
     /// Accepts from listener `i` until its backlog is empty or the budget is spent. Returns
