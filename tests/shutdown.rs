@@ -80,6 +80,8 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
 
     const CLIENTS: usize = 4;
     let stop = AtomicBool::new(false);
+    // Set once the lines begun before the drain are counted: writing goes on until then.
+    let counted = AtomicBool::new(false);
     let started_lines: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
     let received_bytes: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
     let socks: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_small_window(addr)).collect();
@@ -88,7 +90,8 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let (stop, started, got) = (&stop, &started_lines[i], &received_bytes[i]);
+                let (stop, counted) = (&stop, &counted);
+                let (started, got) = (&started_lines[i], &received_bytes[i]);
                 let reader = s.try_clone().unwrap();
                 let read = scope.spawn(move || {
                     // A slow reader: 4 KiB at a time, with a pause (pacing the reader, not
@@ -117,11 +120,12 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
                 let write = scope.spawn(move || {
                     let mut sent = Vec::new();
                     let mut n = 0u64;
-                    // After the server's close, 20 batches more, which it must discard unread;
-                    // bounded by count as well: 64 MiB at most.
+                    // After the server's close (and the count of lines begun before the drain),
+                    // 20 batches more, which it must discard unread; bounded by count as well:
+                    // 64 MiB at most.
                     let mut after_close = 0;
                     while after_close < 20 && sent.len() < 64 << 20 {
-                        if stop.load(Ordering::Relaxed) {
+                        if stop.load(Ordering::Relaxed) && counted.load(Ordering::SeqCst) {
                             after_close += 1;
                         }
                         let batch: String = (n..n + 50)
@@ -160,6 +164,7 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
             .iter()
             .map(|s| s.load(Ordering::SeqCst))
             .collect();
+        counted.store(true, Ordering::SeqCst);
         // The witness keeps writing too: never answered.
         witness.write_all(b"after the signal\n").unwrap();
         witness.shutdown(Shutdown::Write).unwrap();
