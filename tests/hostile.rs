@@ -192,6 +192,7 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     // Each sends a line; the first ones are answered, and then one is not, because the server
     // has no descriptor left to accept it with.
     let mut held: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
+    let exhausted = Instant::now();
     for s in &mut held {
         s.write_all(b"x\n").unwrap();
     }
@@ -211,9 +212,27 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
         (1..80).contains(&answered),
         "answered {answered} of 80 with 48 descriptors"
     );
+    // Still out of descriptors for 1.5 s more: the waiting client stays unanswered, and the
+    // server backs off instead of spinning on its listener (it uses little CPU).
+    let cpu_before = cpu_secs(server.pid());
+    let waiting = &mut held[answered];
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut reply = [0u8; 2];
+    assert!(
+        waiting.read_exact(&mut reply).is_err(),
+        "answered without a descriptor"
+    );
+    let cpu = cpu_secs(server.pid()) - cpu_before;
+    assert!(
+        cpu < 0.5,
+        "the server used {cpu:.2} s of CPU in 1.5 s of backing off"
+    );
     // Closing them frees descriptors; an honest client is then served (bounded retry while
     // the server works through its backlog).
     drop(held);
+    let exhaustion = exhausted.elapsed();
     let deadline = Instant::now() + LIMIT;
     loop {
         if let Ok(mut c) = TcpClient::connect(addr, Duration::from_secs(2))
@@ -233,6 +252,47 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
         logs.contains("out of file descriptors"),
         "exhaustion not logged:\n{logs}"
     );
+    // The warning is rate-limited: at most one a second of exhaustion, server-wide.
+    let warned: Vec<f64> = logs
+        .lines()
+        .filter(|l| l.contains("cannot accept"))
+        .map(|l| seconds_of_day(l).unwrap_or_else(|| panic!("no timestamp: {l}")))
+        .collect();
+    assert!(
+        warned.len() as f64 <= exhaustion.as_secs_f64().ceil() + 1.0,
+        "{} warnings in {exhaustion:?} of exhaustion",
+        warned.len()
+    );
+    println!(
+        "{} warnings in {exhaustion:.1?} of exhaustion; {cpu:.2} s of server CPU in 1.5 s of it",
+        warned.len()
+    );
+    for w in warned.windows(2) {
+        let gap = (w[1] - w[0]).rem_euclid(86_400.0);
+        assert!(gap >= 0.9, "two warnings {gap:.3} s apart");
+    }
+}
+
+/// User plus system CPU time of process `pid`, in seconds (/proc/PID/stat, 100 ticks a second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// The time of day of a log line's leading RFC 3339 timestamp, in seconds.
+fn seconds_of_day(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 #[test]

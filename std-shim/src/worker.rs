@@ -153,7 +153,10 @@ impl<'s> Worker<'s> {
             {
                 wake_at = wake_at.min(t);
             }
-            let timeout = if self.ready.is_empty() && !self.accept_more {
+            // Accepting that waits for the end of a back-off is no work for now: polling without
+            // a timeout until then would spin (issue 10, item 7); `wake_at` holds its end.
+            let accept_now = self.accept_more && self.accept_paused_until.is_none();
+            let timeout = if self.ready.is_empty() && !accept_now {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
