@@ -248,7 +248,7 @@ impl<const N: usize> LoopGuard<N> {
 
 /// Whether `peer` is the socket bound at `local` itself: the same address and port, or, for a
 /// socket bound to the unspecified address, the same port on a loopback address.
-pub fn is_own_address(peer: SocketAddr, local: SocketAddr) -> bool {
+fn is_own_address(peer: SocketAddr, local: SocketAddr) -> bool {
     if peer.port() != local.port() {
         return false;
     }

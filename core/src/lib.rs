@@ -34,7 +34,7 @@ mod testio;
 pub use datagram::{DatagramError, transform_datagram};
 pub use error::{RequestError, ServeError};
 pub use framer::{Frame, LineFramer};
-pub use guard::{GuardConfig, LoopGuard, Refusal, is_own_address};
+pub use guard::{GuardConfig, LoopGuard, Refusal};
 pub use protocol::{ERROR_PREFIX, ErrorReply, Framing};
 pub use session::{Counters, Session};
 pub use transform::{ByteMap, MAX_CARRY, MAX_CHAR_EXPANSION, Progress, Transform, Uppercase};

@@ -607,7 +607,7 @@ pub(crate) mod tests {
 
     #[test]
     #[cfg(feature = "unicode")]
-    fn lecture_examples() {
+    fn protocol_examples() {
         for (input, expect) in [
             ("straße", "STRASSE"),
             ("ΐ", "\u{399}\u{308}\u{301}"),

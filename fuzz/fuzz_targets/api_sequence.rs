@@ -11,7 +11,10 @@ use upcase_model::{End, replies_with, upper};
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Copy up to this many bytes of the input into `recv_buffer`, then `handle_recv(claim)`.
-    Recv { take: u8, claim: u16 },
+    Recv {
+        take: u8,
+        claim: u16,
+    },
     /// `poll_transmit` into an output buffer of this size (1 to 64 bytes).
     Poll(u8),
     /// Poll until `0`, as a driver does before it reads.
@@ -116,7 +119,13 @@ fuzz_target!(|case: Case| {
                 s.handle_shutdown();
             }
             Op::Query => {
-                let _ = (s.is_done(), s.is_idle(), s.is_open(), s.buffered(), s.counters());
+                let _ = (
+                    s.is_done(),
+                    s.is_idle(),
+                    s.is_open(),
+                    s.buffered(),
+                    s.counters(),
+                );
             }
         }
     }
