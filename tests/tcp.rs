@@ -6,6 +6,7 @@ use common::{LIMIT, Lines, ServerProc};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
+use upcase_model::net::assert_nothing_more;
 use upcase_std::{ClientError, ErrorReply, RequestError, TcpClient};
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -245,40 +246,7 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
 
 /// Reads until exactly `n` bytes have arrived, within [`LIMIT`]; fails naming how many did.
 fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + LIMIT;
-    let mut got = vec![0u8; n];
-    let mut have = 0;
-    while have < n {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        assert!(
-            !left.is_zero(),
-            "only {have} of {n} bytes arrived: the rest is withheld"
-        );
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut got[have..]) {
-            Ok(0) => panic!("end of stream after {have} of {n} bytes"),
-            Ok(k) => have += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read failed after {have} of {n} bytes: {e}"),
-        }
-    }
-    got
-}
-
-/// Fails if a byte has arrived that was not read yet (without waiting).
-fn assert_nothing_more(s: &mut TcpStream, context: &str) {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 64];
-    let r = s.read(&mut b);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("{context}: more than the input determines: {other:?}"),
-    }
+    upcase_model::net::read_exactly(s, n, std::time::Instant::now() + LIMIT)
 }
 
 #[test]

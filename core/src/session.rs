@@ -279,6 +279,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         }
         match &mut self.input {
             Input::Lines(f) => f.replace_storage(storage),
+            // Nothing is buffered between chunks; an empty read buffer would read nothing.
+            Input::Raw(_) if storage.as_ref().is_empty() => Err(storage),
             Input::Raw(buffer) => Ok(core::mem::replace(buffer, storage)),
         }
     }

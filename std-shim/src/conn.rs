@@ -172,10 +172,14 @@ impl Conn {
         draining: bool,
         short: bool,
     ) -> Step {
-        // Lend the read buffer to a busy session for this turn; its parked buffer is dropped.
-        // (It cannot refuse: a session is parked only once it has nothing to transmit.)
-        if let State::Busy(session) = &mut self.state {
-            let _ = session.replace_storage(std::mem::take(&mut lend.read));
+        // Lend the read buffer to a busy session for this turn; its parking buffer is kept for
+        // the end of the turn. (It cannot refuse: a session is parked only once it has nothing
+        // to transmit.)
+        let mut park = Vec::new();
+        if let State::Busy(session) = &mut self.state
+            && let Ok(parked) = session.replace_storage(std::mem::take(&mut lend.read))
+        {
+            park = parked;
         }
         let step = self.run(lend, shared, draining, short);
         match &mut self.state {
@@ -183,7 +187,8 @@ impl Conn {
             State::Busy(session) if session.is_idle() => self.end_session(lend, shared),
             // A partial line: parked in a buffer of its size, and the read buffer comes back.
             State::Busy(session) => {
-                let park = vec![0u8; session.buffered() + 1];
+                park.clear();
+                park.resize(session.buffered() + 1, 0);
                 if let Ok(read) = session.replace_storage(park) {
                     lend.read = read;
                 }
@@ -203,17 +208,15 @@ impl Conn {
     /// message (a closing connection drops it).
     fn end_session(&mut self, lend: &mut Lend, shared: &Shared) {
         self.account(shared);
-        if !matches!(self.state, State::Busy(_)) {
-            return;
+        if let State::Busy(_) = self.state
+            && let State::Busy(session) = std::mem::replace(&mut self.state, CLOSED)
+        {
+            let (storage, transform) = session.into_parts();
+            if lend.read.is_empty() {
+                lend.read = storage;
+            }
+            self.state = State::Idle(transform);
         }
-        let State::Busy(session) = std::mem::replace(&mut self.state, CLOSED) else {
-            return;
-        };
-        let (storage, transform) = session.into_parts();
-        if lend.read.is_empty() {
-            lend.read = storage;
-        }
-        self.state = State::Idle(transform);
     }
 
     fn run(&mut self, lend: &mut Lend, shared: &Shared, draining: bool, short: bool) -> Step {

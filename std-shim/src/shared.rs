@@ -74,7 +74,7 @@ impl UdpDrops {
 
 /// Why a UDP request got no reply: the guard's refusals and the server's own limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drop {
+pub(crate) enum DropReason {
     Oversized,
     ReplyTooLarge,
     Amplification,
@@ -104,16 +104,16 @@ impl Counters {
     }
 
     /// Counts a dropped datagram.
-    pub(crate) fn drop_datagram(&self, why: Drop) {
+    pub(crate) fn drop_datagram(&self, why: DropReason) {
         let i = match why {
-            Drop::Oversized => 0,
-            Drop::ReplyTooLarge => 1,
-            Drop::Amplification => 2,
-            Drop::Refused(Refusal::SourcePortZero) => 3,
-            Drop::Refused(Refusal::LowSourcePort) => 4,
-            Drop::Refused(Refusal::OwnAddress) => 5,
-            Drop::Refused(Refusal::Echo) => 6,
-            Drop::SendFailed => 7,
+            DropReason::Oversized => 0,
+            DropReason::ReplyTooLarge => 1,
+            DropReason::Amplification => 2,
+            DropReason::Refused(Refusal::SourcePortZero) => 3,
+            DropReason::Refused(Refusal::LowSourcePort) => 4,
+            DropReason::Refused(Refusal::OwnAddress) => 5,
+            DropReason::Refused(Refusal::Echo) => 6,
+            DropReason::SendFailed => 7,
         };
         Self::add(&self.drops[i], 1);
     }

@@ -3,7 +3,7 @@
 //! (`recvmmsg`/`sendmmsg`), one at a time elsewhere.
 
 use crate::config::MAX_UDP_PAYLOAD;
-use crate::shared::{Counters, Drop, Shared};
+use crate::shared::{Counters, DropReason, Shared};
 use crate::transform::DynTransform;
 use mio::net::UdpSocket;
 use std::io;
@@ -101,15 +101,15 @@ impl Endpoint {
         peer: SocketAddr,
         now_ms: u64,
         shared: &Shared,
-    ) -> Result<usize, Drop> {
+    ) -> Result<usize, DropReason> {
         let limits = &shared.config.limits;
         Counters::add(&shared.counters.bytes_in, len as u64);
         if len > limits.max_datagram {
-            return Err(Drop::Oversized);
+            return Err(DropReason::Oversized);
         }
         self.guard
             .check_source(peer, self.local)
-            .map_err(Drop::Refused)?;
+            .map_err(DropReason::Refused)?;
         let request = &self.requests[i * SLOT..i * SLOT + len];
         let cap = if limits.udp_no_amplify {
             len
@@ -119,12 +119,12 @@ impl Endpoint {
         let reply = &mut self.replies[i * MAX_UDP_PAYLOAD..][..cap];
         let n = match transform_datagram(&mut self.transform, request, reply) {
             Ok(n) => n,
-            Err(_) if limits.udp_no_amplify => return Err(Drop::Amplification),
-            Err(_) => return Err(Drop::ReplyTooLarge),
+            Err(_) if limits.udp_no_amplify => return Err(DropReason::Amplification),
+            Err(_) => return Err(DropReason::ReplyTooLarge),
         };
         self.guard
             .check_reply(peer, request, &reply[..n], now_ms)
-            .map_err(Drop::Refused)?;
+            .map_err(DropReason::Refused)?;
         Ok(n)
     }
 
@@ -165,7 +165,7 @@ impl Endpoint {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP reply not sent");
-                    shared.counters.drop_datagram(Drop::SendFailed);
+                    shared.counters.drop_datagram(DropReason::SendFailed);
                 }
             }
         }

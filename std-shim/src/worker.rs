@@ -46,6 +46,14 @@ const MAX_REFUSED_CLOSING: usize = 1024;
 /// Pause after the poller itself failed, before polling again.
 const POLL_BACKOFF: Duration = Duration::from_millis(10);
 
+/// What an event's token stands for.
+enum Source {
+    Waker,
+    Listener,
+    Udp,
+    Conn(usize),
+}
+
 /// What other threads hold of a worker: a way to wake it.
 pub(crate) struct WorkerHandle {
     waker: Arc<Waker>,
@@ -173,14 +181,12 @@ impl<'s> Worker<'s> {
             let mut woken = false;
             let mut mid_round = Instant::now() + MID_ROUND_EVERY;
             for ev in &events {
-                match ev.token() {
-                    WAKER => woken = true,
-                    Token(t) if t > usize::MAX - 1 - self.listeners.len() => {
-                        // A listener: accept now unless backing off (then after the pause).
-                        self.accept_more = true;
-                    }
-                    Token(t) if t >= FIRST_SPECIAL => self.ready.push_back(Token(t)),
-                    Token(k) => {
+                match self.source(ev.token()) {
+                    Source::Waker => woken = true,
+                    // Accept now unless backing off (then after the pause).
+                    Source::Listener => self.accept_more = true,
+                    Source::Udp => self.ready.push_back(ev.token()),
+                    Source::Conn(k) => {
                         if let Some(Some(c)) = self.conns.get_mut(k) {
                             c.note_event(ev);
                             self.serve(Token(k));
@@ -196,16 +202,7 @@ impl<'s> Worker<'s> {
                     self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
                 }
             }
-            let now = Instant::now();
-            if self.accept_paused_until.is_some_and(|t| now >= t) {
-                self.accept_paused_until = None;
-            }
-            if self.accept_more && self.accept_paused_until.is_none() && self.draining.is_none() {
-                self.accept_more = false;
-                for i in 0..self.listeners.len() {
-                    self.accept_more |= self.accept(i);
-                }
-            }
+            self.accept_pending(Instant::now());
             if woken && self.draining.is_none() && self.shared.stopping.load(Ordering::Acquire) {
                 self.begin_drain();
             }
@@ -324,11 +321,11 @@ impl<'s> Worker<'s> {
             return; // the main loop's poll reports and handles it
         }
         for ev in events.iter() {
-            match ev.token() {
-                WAKER => *woken = true,
-                Token(t) if t > usize::MAX - 1 - self.listeners.len() => self.accept_more = true,
-                Token(t) if t >= FIRST_SPECIAL => self.ready.push_back(Token(t)),
-                Token(k) => {
+            match self.source(ev.token()) {
+                Source::Waker => *woken = true,
+                Source::Listener => self.accept_more = true,
+                Source::Udp => self.ready.push_back(ev.token()),
+                Source::Conn(k) => {
                     if let Some(Some(c)) = self.conns.get_mut(k) {
                         c.note_event(ev);
                         if c.is_idle() {
@@ -340,12 +337,31 @@ impl<'s> Worker<'s> {
                 }
             }
         }
-        let paused = self.accept_paused_until.is_some_and(|t| now < t);
-        if self.accept_more && !paused && !self.shared.stopping.load(Ordering::Acquire) {
-            self.accept_more = false;
-            for i in 0..self.listeners.len() {
-                self.accept_more |= self.accept(i);
-            }
+        self.accept_pending(now);
+    }
+
+    /// What the token of an event stands for.
+    fn source(&self, t: Token) -> Source {
+        match t {
+            WAKER => Source::Waker,
+            Token(t) if t >= usize::MAX - self.listeners.len() => Source::Listener,
+            Token(t) if t >= FIRST_SPECIAL => Source::Udp,
+            Token(k) => Source::Conn(k),
+        }
+    }
+
+    /// Accepts what the listeners hold, unless backing off after running out of resources or
+    /// draining.
+    fn accept_pending(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_paused_until = None;
+        }
+        if !self.accept_more || self.accept_paused_until.is_some() || self.draining.is_some() {
+            return;
+        }
+        self.accept_more = false;
+        for i in 0..self.listeners.len() {
+            self.accept_more |= self.accept(i);
         }
     }
 

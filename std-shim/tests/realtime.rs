@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{
-    LIMIT, Rng, Running, assert_nothing_more, config, connect, read_exactly, read_to_eof,
-};
+use common::{LIMIT, Rng, Running, config, connect, read_to_eof};
 use std::io::Write;
 use std::net::Shutdown;
 use std::time::Instant;
+use upcase_model::net::{assert_nothing_more, read_exactly};
 use upcase_std::Framing;
 
 /// Mixed input: Unicode runs (the growing characters included), newlines, invalid and

@@ -4,11 +4,12 @@
 
 mod common;
 
-use common::{LIMIT, Running, config, connect, exchange, read_exactly, read_to_eof};
+use common::{LIMIT, Running, config, connect, exchange, read_to_eof};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use upcase_model::net::read_exactly;
 use upcase_model::{LINE_TOO_LONG, SHUTTING_DOWN};
 use upcase_std::{
     BindError, ByteMap, ClientError, ConfigError, ErrorReply, Framing, MAX_UDP_PAYLOAD,

@@ -113,51 +113,6 @@ pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads until exactly `n` more bytes have arrived, by `deadline`. Panics with what did arrive
-/// if they do not.
-pub(crate) fn read_exactly(s: &mut TcpStream, n: usize, deadline: Instant) -> Vec<u8> {
-    let mut got = vec![0u8; n];
-    let mut have = 0;
-    while have < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "only {have} of {n} bytes arrived in time; the server withholds the rest"
-        );
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut got[have..]) {
-            Ok(0) => panic!("end of stream after {have} of {n} bytes"),
-            Ok(k) => have += k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("read failed after {have} of {n} bytes: {e}"),
-        }
-    }
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    got
-}
-
-/// Asserts that no byte has arrived that was not read yet (without waiting).
-pub(crate) fn assert_nothing_more(s: &mut TcpStream, context: &str) {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 256];
-    let r = s.read(&mut b);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Ok(0) => panic!("{context}: end of stream too early"),
-        Ok(n) => panic!(
-            "{context}: {n} bytes more than the input determines: {:?}",
-            String::from_utf8_lossy(&b[..n])
-        ),
-        Err(e) => panic!("{context}: {e}"),
-    }
-}
-
 /// Reads until the server closes, by [`LIMIT`]. A reset or a timeout fails the test: the
 /// server must close gracefully.
 pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {

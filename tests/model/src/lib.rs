@@ -3,6 +3,11 @@
 //!
 //! One model for the whole house: the core's unit tests, the fuzz targets, the end-to-end tests
 //! and the load generator all check against these functions. `publish = false`.
+//!
+//! [`net`] holds the two socket checks that the in-process and the end-to-end tests share: what
+//! the client has received, and when.
+
+pub mod net;
 
 /// `PROTOCOL.md` §1: valid UTF-8 runs uppercased by `str::to_uppercase`, every other byte
 /// verbatim (the maximal-subpart split of `Utf8Chunks`).
