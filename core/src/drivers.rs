@@ -67,6 +67,7 @@ macro_rules! drivers {
                 let n = session.poll_transmit(staging);
                 if n > 0 {
                     write_all(io, staging.get(..n).unwrap_or_default()) $($await)* ?;
+                    session.handle_sent(n);
                     continue;
                 }
                 if session.is_done() {

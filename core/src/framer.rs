@@ -165,10 +165,12 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
     /// # Errors
     ///
     /// `storage` back, untouched, when it is not longer than the buffered bytes (a framer
-    /// always keeps one spare byte).
+    /// always keeps one spare byte). With nothing buffered, an empty storage is taken: a
+    /// framer that holds nothing can park without memory, and reads nothing until it gets a
+    /// storage again.
     pub fn replace_storage(&mut self, mut storage: B) -> Result<B, B> {
         let held = self.end - self.start;
-        if held >= storage.as_ref().len() {
+        if held > 0 && held >= storage.as_ref().len() {
             return Err(storage);
         }
         storage.as_mut()[..held].copy_from_slice(&self.buf.as_ref()[self.start..self.end]);
@@ -358,7 +360,9 @@ mod tests {
                 assert!(f.buffered() <= f.capacity());
                 if park {
                     let small = std::vec![0u8; f.buffered() + 1];
-                    assert!(f.replace_storage(std::vec![0u8; f.buffered()]).is_err());
+                    if f.buffered() > 0 {
+                        assert!(f.replace_storage(std::vec![0u8; f.buffered()]).is_err());
+                    }
                     let big = f.replace_storage(small).unwrap();
                     assert_eq!(big.len(), storage);
                     f.replace_storage(big).unwrap();

@@ -9,10 +9,12 @@ extern crate std;
 
 mod datagram;
 mod drivers;
+mod drop;
 mod error;
 mod framer;
 mod guard;
 mod protocol;
+mod responder;
 mod session;
 mod transform;
 mod unicode;
@@ -32,9 +34,11 @@ pub mod spec {}
 mod testio;
 
 pub use datagram::{DatagramError, transform_datagram};
+pub use drop::DropReason;
 pub use error::{RequestError, ServeError};
 pub use framer::{Frame, LineFramer};
-pub use guard::{GuardConfig, LoopGuard, Refusal};
+pub use guard::{GuardConfig, LoopGuard};
 pub use protocol::{ERROR_PREFIX, ErrorReply, Framing};
-pub use session::{Counters, Session};
+pub use responder::Responder;
+pub use session::{CloseReason, Closing, Counters, ReplyEnd, ReplyKind, Session, Timeouts};
 pub use transform::{ByteMap, MAX_CARRY, MAX_CHAR_EXPANSION, Progress, Transform, Uppercase};

@@ -11,9 +11,8 @@ pub enum Framing {
     Raw,
 }
 
-/// Every error reply starts with these bytes. Error replies are lowercase ASCII, and a line
-/// with a lowercase ASCII letter can never be the output of the uppercase transform, so an
-/// error reply cannot be mistaken for a transformed line.
+/// Every error reply starts with these bytes ([`PROTOCOL.md`](crate::spec) §2.3). A client
+/// recognises an error reply by its whole line ([`ErrorReply::parse`]), not by this prefix.
 pub const ERROR_PREFIX: &[u8] = b"error: ";
 
 /// The error replies a server sends, each one line ([`PROTOCOL.md`](crate::spec) §2.3). This is
@@ -31,34 +30,38 @@ pub enum ErrorReply {
     /// `error: shutting down`: sent in place of a partial line that was still buffered when
     /// the server began a graceful shutdown. The connection is then closed.
     ShuttingDown,
-    /// Any other line that starts with [`ERROR_PREFIX`], for forward compatibility.
-    Other,
+    /// `error: idle timeout`: sent in place of a partial line that was still buffered when
+    /// the idle timeout closed the connection.
+    IdleTimeout,
 }
 
 impl ErrorReply {
+    /// Every error reply, in the order of `PROTOCOL.md`'s table.
+    pub const ALL: [Self; 4] = [
+        Self::LineTooLong,
+        Self::TooManyConnections,
+        Self::ShuttingDown,
+        Self::IdleTimeout,
+    ];
+
     /// The complete reply line, `\n` included.
     pub const fn reply(self) -> &'static [u8] {
         match self {
             Self::LineTooLong => b"error: line too long\n",
             Self::TooManyConnections => b"error: too many connections\n",
             Self::ShuttingDown => b"error: shutting down\n",
-            Self::Other => b"error: other\n",
+            Self::IdleTimeout => b"error: idle timeout\n",
         }
     }
 
-    /// Recognises an error reply line (without its `\n`). `None` for a normal reply.
+    /// Recognises an error reply by its whole line (without its `\n`): `Some` if and only if
+    /// `line` equals one of the error lines. Every other line, whatever it starts with, is a
+    /// reply (`None`). Under a custom transform a reply can equal an error line; the wire
+    /// cannot tell them apart, and both clients read it the same way.
     pub fn parse(line: &[u8]) -> Option<Self> {
-        if !line.starts_with(ERROR_PREFIX) {
-            return None;
-        }
-        [
-            Self::LineTooLong,
-            Self::TooManyConnections,
-            Self::ShuttingDown,
-        ]
-        .into_iter()
-        .find(|e| e.reply().strip_suffix(b"\n") == Some(line))
-        .or(Some(Self::Other))
+        Self::ALL
+            .into_iter()
+            .find(|e| e.reply().strip_suffix(b"\n") == Some(line))
     }
 }
 
@@ -68,7 +71,7 @@ impl core::fmt::Display for ErrorReply {
             Self::LineTooLong => "line too long",
             Self::TooManyConnections => "too many connections",
             Self::ShuttingDown => "shutting down",
-            Self::Other => "server error",
+            Self::IdleTimeout => "idle timeout",
         })
     }
 }
@@ -81,17 +84,16 @@ mod tests {
 
     #[test]
     fn replies_parse_back_and_cannot_be_uppercase_output() {
-        for e in [
-            ErrorReply::LineTooLong,
-            ErrorReply::TooManyConnections,
-            ErrorReply::ShuttingDown,
-        ] {
+        for e in ErrorReply::ALL {
             let line = e.reply().strip_suffix(b"\n").unwrap();
             assert_eq!(ErrorReply::parse(line), Some(e));
+            assert!(line.starts_with(ERROR_PREFIX));
             assert!(line.iter().any(u8::is_ascii_lowercase));
             assert!(!line.contains(&b'\n'));
         }
-        assert_eq!(ErrorReply::parse(b"error: new"), Some(ErrorReply::Other));
+        // Only whole lines: a prefix is a reply like any other.
+        assert_eq!(ErrorReply::parse(b"error: x"), None);
+        assert_eq!(ErrorReply::parse(b"error: line too long!"), None);
         assert_eq!(ErrorReply::parse(b"ERROR: LINE TOO LONG"), None);
     }
 }

@@ -1,4 +1,5 @@
-//! One server-side connection as a sans-IO state machine: bytes in, reply bytes out.
+//! One server-side connection as a sans-IO state machine: bytes in, reply bytes out, the
+//! connection's timers, and its graceful close.
 
 use crate::framer::{LineFramer, Overlong};
 use crate::protocol::ErrorReply;
@@ -6,21 +7,26 @@ use crate::transform::Transform;
 
 /// Counters of one connection.
 ///
-/// Four `u32`s, so copying it is cheap on a 32-bit microcontroller; each counter wraps at
+/// `u32`s, so copying it is cheap on a 32-bit microcontroller; each counter wraps at
 /// 2<sup>32</sup>. A long-lived server adds them up in wider counters of its own
 /// ([`Session::take_counters`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub struct Counters {
-    /// Bytes received.
+    /// Bytes received and framed (input discarded while the connection closes is not counted).
     pub bytes_in: u32,
     /// Bytes of reply produced, error replies included.
     pub bytes_out: u32,
-    /// Lines answered with a transformed reply, a trailing partial line at EOF included
-    /// (`lines` framing only). Error replies are not counted here.
+    /// Lines whose transformed reply was produced whole, a trailing partial line at EOF
+    /// included (`lines` framing). Error replies are not counted here.
     pub lines: u32,
     /// Lines over the limit, each answered with `error: line too long`.
     pub overlong: u32,
+    /// Error replies produced ([`ReplyKind::Error`]).
+    pub errors: u32,
+    /// Chunks read and answered in `raw` framing ([`ReplyKind::Chunk`]).
+    pub chunks: u32,
 }
 
 impl Counters {
@@ -29,8 +35,132 @@ impl Counters {
         bytes_out: 0,
         lines: 0,
         overlong: 0,
+        errors: 0,
+        chunks: 0,
     };
 }
+
+/// What kind of reply just ended in the output ([`Session::poll_transmit_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ReplyKind {
+    /// The transformed reply to one line, its `\n` included (or a trailing partial line's,
+    /// without one, at end of stream).
+    Line,
+    /// The transformed reply to one chunk in `raw` framing.
+    Chunk,
+    /// An error reply ([`PROTOCOL.md`](crate::spec) §2.3), its `\n` included.
+    Error(ErrorReply),
+}
+
+/// Where a reply ended in the output of one [`Session::poll_transmit_with`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReplyEnd {
+    /// The reply's last byte is `out[at - 1]`: once the transport has taken the first `at`
+    /// bytes of that output, the whole reply is handed over.
+    pub at: usize,
+    /// What it was.
+    pub kind: ReplyKind,
+}
+
+/// The timers of a connection, in milliseconds; 0 turns a timer off. [`Timeouts::NONE`] has
+/// them all off; a server sets each with the `const` setters.
+///
+/// The std server's defaults are 60 s idle, 30 s write stall and 5 s linger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Timeouts {
+    idle_ms: u32,
+    write_stall_ms: u32,
+    linger_ms: u32,
+}
+
+impl Timeouts {
+    /// No timers: a silent peer holds the connection until the driver closes it.
+    pub const NONE: Self = Self {
+        idle_ms: 0,
+        write_stall_ms: 0,
+        linger_ms: 0,
+    };
+
+    /// Close a connection that has sent nothing for `ms` while no reply waits for it
+    /// ([`CloseReason::IdleTimeout`]).
+    pub const fn idle_ms(mut self, ms: u32) -> Self {
+        self.idle_ms = ms;
+        self
+    }
+
+    /// Give up the replies of a connection whose transport has taken nothing for `ms`
+    /// ([`CloseReason::WriteStall`]).
+    pub const fn write_stall_ms(mut self, ms: u32) -> Self {
+        self.write_stall_ms = ms;
+        self
+    }
+
+    /// After the sending side is closed, discard the peer's input for at most `ms` before the
+    /// connection is closed ([`PROTOCOL.md`](crate::spec) §2.6). With 0 the session closes
+    /// as soon as its sending side is: for a transport that lingers by itself (smoltcp).
+    pub const fn linger_ms(mut self, ms: u32) -> Self {
+        self.linger_ms = ms;
+        self
+    }
+}
+
+/// Why a connection is closing ([`Session::close_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CloseReason {
+    /// The peer ended its input, and every reply was produced.
+    Eof,
+    /// A graceful shutdown ([`Session::handle_shutdown`]).
+    Shutdown,
+    /// The peer sent nothing for the idle timeout.
+    IdleTimeout,
+    /// The transport took no reply bytes for the write-stall timeout: the replies were given
+    /// up.
+    WriteStall,
+    /// The server refused the connection ([`Session::refuse`]).
+    Refused,
+    /// The deadline of [`Session::set_deadline`] passed first: the connection was closed with
+    /// whatever was still unsent.
+    Deadline,
+}
+
+impl core::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Eof => "end of stream",
+            Self::Shutdown => "shutdown",
+            Self::IdleTimeout => "idle timeout",
+            Self::WriteStall => "write timeout",
+            Self::Refused => "refused: connection cap",
+            Self::Deadline => "deadline",
+        })
+    }
+}
+
+/// What the driver does to close the connection, once the session is closing
+/// ([`Session::poll_close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Closing {
+    /// Every reply is produced: send what you still hold, then close the sending side (TCP
+    /// FIN) and call [`Session::handle_half_closed`].
+    HalfClose,
+    /// The peer reads nothing: drop what you still hold unsent, close the sending side, and
+    /// call [`Session::handle_half_closed`].
+    DropAndHalfClose,
+    /// Read and discard the peer's input into [`Session::recv_buffer`]
+    /// ([`Session::handle_recv`]) until its end of stream ([`Session::handle_eof`]) or the
+    /// linger timer, so that closing does not reset a peer whose replies are in flight.
+    Linger,
+    /// Close the connection now; anything still held unsent is given up.
+    Close,
+}
+
+/// A deadline that never comes.
+const NEVER: u64 = u64::MAX;
 
 /// What the session is writing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +170,17 @@ enum Job {
     /// Transform `storage[pos..end]`, then go to `then`.
     Input { pos: usize, end: usize, then: Then },
     /// `raw` framing, after a chunk: write what the transform holds that the input so far
-    /// determines (the rest of a character that did not fit), without ending the message.
+    /// determines (the rest of a character that did not fit); the chunk's reply then ends.
     Drain,
-    /// Flush the transform, then write `\n` if `newline`.
-    Flush { newline: bool },
-    /// Write `\n`.
+    /// Flush the transform; then write `\n` if `newline`, or else end a reply of `end`.
+    Flush {
+        newline: bool,
+        end: Option<ReplyKind>,
+    },
+    /// Write `\n`, which ends a line's reply.
     Newline,
-    /// Write `msg[pos..]`.
-    Message { msg: &'static [u8], pos: usize },
+    /// Write the error reply `msg`, from its byte `pos`.
+    Message { msg: ErrorReply, pos: usize },
 }
 
 /// What follows an [`Job::Input`].
@@ -55,22 +188,28 @@ enum Job {
 enum Then {
     /// More input of the same message may follow (`raw` framing).
     Drain,
-    /// The message is complete: flush, then `\n` if `newline`.
-    Flush { newline: bool },
+    /// The message is complete: flush, then `\n` if `newline`, or else end a reply of `end`.
+    Flush {
+        newline: bool,
+        end: Option<ReplyKind>,
+    },
 }
 
-/// How the input ended.
+/// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Input is read and answered.
     Open,
-    /// The peer closed its side: a trailing partial line is transformed without `\n`.
-    Eof,
-    /// Graceful shutdown: a trailing partial line is answered with `error: shutting down`.
-    Shutdown,
-    /// The trailing part was queued; nothing more comes after the current job.
-    Closing,
-    /// Every reply has been produced.
+    /// The input ended (see `Session::end`): buffered lines are answered, then its tail.
+    Ending,
+    /// The tail was queued; nothing more comes after the current job.
+    Tail,
+    /// Every reply is produced; the driver sends, then closes its sending side.
     Done,
+    /// The sending side is closed; input is discarded until EOF or the linger deadline.
+    Linger,
+    /// Nothing more: the driver closes the connection.
+    Closed,
 }
 
 /// Where input waits: a line framer, or a plain read buffer.
@@ -81,17 +220,24 @@ enum Input<B> {
     Raw(B),
 }
 
-/// The server side of one connection, without IO.
+/// The server side of one connection, without IO: framing, replies, the timers (idle, write
+/// stall, linger) and the graceful close of [`PROTOCOL.md`](crate::spec) §2.6. Its driver only
+/// moves bytes and reads a clock.
 ///
 /// # Call order
 ///
 /// A driver repeats:
-/// 1. [`poll_transmit`](Self::poll_transmit) into its output buffer and writes what it returns,
-///    until it returns `0`;
-/// 2. if [`is_done`](Self::is_done), closes the connection;
-/// 3. otherwise reads into [`recv_buffer`](Self::recv_buffer) and calls
-///    [`handle_recv`](Self::handle_recv) with the count, or [`handle_eof`](Self::handle_eof) when
-///    the read returned `0`.
+/// 1. [`handle_time`](Self::handle_time) with the time now, at the start of each turn and
+///    whenever [`poll_timeout`](Self::poll_timeout) has passed (a driver with no clock and
+///    [`Timeouts::NONE`] may skip it);
+/// 2. [`poll_transmit`](Self::poll_transmit) into its output buffer and writes what it
+///    returns, until it returns `0`; it reports what the transport took with
+///    [`handle_sent`](Self::handle_sent), and [`handle_blocked`](Self::handle_blocked) while
+///    the transport takes nothing (which runs the write-stall timer);
+/// 3. if [`poll_close`](Self::poll_close) says so, closes as [`Closing`] says;
+/// 4. otherwise reads into [`recv_buffer`](Self::recv_buffer) and calls
+///    [`handle_recv`](Self::handle_recv) with the count, or [`handle_eof`](Self::handle_eof)
+///    when the read returned `0`.
 ///
 /// [`handle_shutdown`](Self::handle_shutdown) may replace `handle_eof` for a graceful shutdown.
 /// Every complete line received before it is answered.
@@ -100,10 +246,15 @@ enum Input<B> {
 /// produced: in `lines` framing the reply to every complete line, in `raw` framing the
 /// transform of every complete character received. Nothing is withheld waiting for more input.
 ///
+/// # Time
+///
+/// Milliseconds from any fixed origin, never going back, as `u64`s the driver passes in:
+/// the session reads no clock. Input is stamped with the last time given to `handle_time`.
+///
 /// # Memory
 ///
 /// The storage `B` (in `lines` framing at least the longest line + 1 bytes; in `raw` framing
-/// the read size), the transform `T`, and about 48 bytes of state on a 32-bit target. Nothing
+/// the read size), the transform `T`, and about 100 bytes of state on a 32-bit target. Nothing
 /// grows. [`replace_storage`](Self::replace_storage) swaps the storage between reads.
 ///
 /// # Panics
@@ -118,7 +269,7 @@ enum Input<B> {
 /// [`blocking::serve`](crate::blocking::serve) is this loop.
 ///
 /// ```
-/// use upcase_core::{LineFramer, Session, Uppercase};
+/// use upcase_core::{Closing, LineFramer, Session, Uppercase};
 ///
 /// // Lines of up to 64 bytes; 16 bytes of output space per write.
 /// let mut session = Session::lines(LineFramer::<[u8; 65]>::new_array(), Uppercase::new());
@@ -132,10 +283,16 @@ enum Input<B> {
 ///             break;
 ///         }
 ///         peer_receives.extend_from_slice(&out[..n]); // write(out[..n])
+///         session.handle_sent(n);
 ///     }
-///     // 2. Every reply is out: close the connection.
-///     if session.is_done() {
-///         break;
+///     // 2. Every reply is out: close the sending side, and then the connection.
+///     match session.poll_close() {
+///         Some(Closing::HalfClose) => {
+///             session.handle_half_closed(); // shutdown(Write)
+///             continue;
+///         }
+///         Some(_) => break, // Linger (discard until EOF) or Close: done here
+///         None => {}
 ///     }
 ///     // 3. Read into the session's own storage; a read of 0 bytes is end of stream.
 ///     let buf = session.recv_buffer(); // read(buf)
@@ -150,6 +307,28 @@ enum Input<B> {
 /// // The trailing partial line is answered at end of stream, without a `\n`.
 /// assert_eq!(peer_receives, b"HELLO\nWORLD");
 /// assert_eq!(session.counters().lines, 2);
+/// ```
+///
+/// # Example: timers
+///
+/// ```
+/// use upcase_core::{CloseReason, Closing, LineFramer, Session, Timeouts, Uppercase};
+///
+/// let timeouts = Timeouts::NONE.idle_ms(60_000).linger_ms(5_000);
+/// let mut s = Session::lines(LineFramer::<[u8; 65]>::new_array(), Uppercase::new())
+///     .with_timeouts(timeouts);
+/// s.handle_time(1_000); // the idle clock starts at the first time the driver gives
+/// let buf = s.recv_buffer();
+/// buf[..4].copy_from_slice(b"half");
+/// s.handle_recv(4); // a partial line, then silence
+/// assert_eq!(s.poll_timeout(), Some(61_000));
+/// s.handle_time(61_000);
+/// // The partial line is not a request: it gets `error: idle timeout`, then the close.
+/// let mut out = [0u8; 64];
+/// let n = s.poll_transmit(&mut out);
+/// assert_eq!(&out[..n], b"error: idle timeout\n");
+/// assert_eq!(s.close_reason(), Some(CloseReason::IdleTimeout));
+/// assert_eq!(s.poll_close(), Some(Closing::HalfClose));
 /// ```
 ///
 /// # Example: static storage
@@ -182,18 +361,43 @@ pub struct Session<B, T> {
     transform: T,
     job: Job,
     phase: Phase,
+    /// Why the input ended or the connection closes, once it does.
+    end: Option<CloseReason>,
     counters: Counters,
+    timeouts: Timeouts,
+    /// The last time the driver gave; `NEVER` before the first.
+    now: u64,
+    /// When input last arrived (the idle clock).
+    last_recv: u64,
+    /// Since when the transport has taken nothing; `NEVER` while it takes.
+    blocked_since: u64,
+    /// The driver's hard deadline ([`Session::set_deadline`]).
+    deadline: u64,
+    /// The end of the linger phase.
+    linger_until: u64,
+    /// Reply bytes produced and not yet reported taken by the transport.
+    unsent: usize,
+    /// Reply bytes produced in all (never reset, unlike the counters).
+    produced: u64,
+    /// `produced` when the input ended: whether anything was produced after.
+    out_at_end: u64,
+    /// The input ended with nothing pending: no linger is needed after the FIN.
+    quiet_end: bool,
+    /// The peer reads nothing: the driver drops what it holds.
+    drop_output: bool,
 }
 
 impl<B, T> Session<B, T> {
     /// A session in `lines` framing ([`PROTOCOL.md`](crate::spec) §2.1): `framer` cuts the input
     /// into lines, and its storage is the read buffer; each line is answered with `transform`.
+    /// No timers ([`Timeouts::NONE`]).
     pub const fn lines(framer: LineFramer<B>, transform: T) -> Self {
         Self::with(Input::Lines(framer), transform)
     }
 
     /// A session in `raw` framing ([`PROTOCOL.md`](crate::spec) §2.4): every chunk read into
     /// `buffer` is transformed and answered at once. The buffer's length is the read size.
+    /// No timers ([`Timeouts::NONE`]).
     pub const fn raw(buffer: B, transform: T) -> Self {
         Self::with(Input::Raw(buffer), transform)
     }
@@ -204,8 +408,32 @@ impl<B, T> Session<B, T> {
             transform,
             job: Job::Idle,
             phase: Phase::Open,
+            end: None,
             counters: Counters::ZERO,
+            timeouts: Timeouts::NONE,
+            now: NEVER,
+            last_recv: NEVER,
+            blocked_since: NEVER,
+            deadline: NEVER,
+            linger_until: NEVER,
+            unsent: 0,
+            produced: 0,
+            out_at_end: 0,
+            quiet_end: false,
+            drop_output: false,
         }
+    }
+
+    /// This session with `timeouts`; `const`, for a `static` session.
+    pub const fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Sets the timers. The idle clock restarts at the next [`handle_time`](Self::handle_time).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+        self.last_recv = self.now;
     }
 
     /// The counters so far.
@@ -219,14 +447,94 @@ impl<B, T> Session<B, T> {
         core::mem::take(&mut self.counters)
     }
 
-    /// Whether every reply has been produced: the driver may close the connection.
+    /// Whether every reply has been produced: what remains is to send them and close.
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        matches!(self.phase, Phase::Done | Phase::Linger | Phase::Closed)
     }
 
-    /// Whether the input is still open (no EOF or shutdown handled yet).
+    /// Whether the connection is over: the driver closes it ([`Closing::Close`]).
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether the input is still open (no EOF, shutdown, timeout or refusal yet).
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
+    }
+
+    /// Why the connection is closing, once it is; [`CloseReason::Deadline`] if the driver's
+    /// deadline cut the close short.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.end
+    }
+
+    /// What the driver must do to close, once the session is closing; `None` while it serves.
+    pub fn poll_close(&self) -> Option<Closing> {
+        match self.phase {
+            Phase::Open | Phase::Ending | Phase::Tail => None,
+            Phase::Done if self.drop_output => Some(Closing::DropAndHalfClose),
+            Phase::Done => Some(Closing::HalfClose),
+            Phase::Linger => Some(Closing::Linger),
+            Phase::Closed => Some(Closing::Close),
+        }
+    }
+
+    /// The driver closed its sending side ([`Closing::HalfClose`]). The session lingers,
+    /// discarding input until the peer's EOF or the linger timer, unless nothing can be in
+    /// flight (an idle connection at shutdown) or linger is off: then it is closed.
+    pub fn handle_half_closed(&mut self) {
+        if self.phase != Phase::Done {
+            return;
+        }
+        self.unsent = 0;
+        // Nothing was pending when the input ended, and nothing came of its tail: no reply can
+        // be in flight, so no linger is needed.
+        let quiet = self.quiet_end && self.produced == self.out_at_end;
+        if quiet || self.timeouts.linger_ms == 0 {
+            self.phase = Phase::Closed;
+        } else {
+            self.phase = Phase::Linger;
+            self.linger_until = self
+                .now
+                .saturating_add(u64::from(self.timeouts.linger_ms))
+                .min(self.deadline);
+        }
+    }
+
+    /// When [`handle_time`](Self::handle_time) must be called next, at the latest; `None`
+    /// when no timer runs.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let at = match self.phase {
+            Phase::Closed => NEVER,
+            Phase::Linger => self.linger_until,
+            _ => self.stall_deadline().min(self.idle_deadline()),
+        };
+        let at = at.min(self.deadline);
+        (at != NEVER).then_some(at)
+    }
+
+    /// Closes the connection by `at_ms` at the latest, whatever is still unsent ([`Closing`]
+    /// becomes `Close`): a graceful shutdown's drain deadline. `None` removes it.
+    pub fn set_deadline(&mut self, at_ms: Option<u64>) {
+        self.deadline = at_ms.unwrap_or(NEVER);
+        self.linger_until = self.linger_until.min(self.deadline);
+    }
+
+    /// The transport took `n` more bytes of the output: progress, which stops the write-stall
+    /// timer.
+    pub fn handle_sent(&mut self, n: usize) {
+        self.unsent = self.unsent.saturating_sub(n);
+        if n > 0 {
+            self.blocked_since = NEVER;
+        }
+    }
+
+    /// The transport takes nothing now while output waits: starts the write-stall timer, if
+    /// it does not already run. Any [`handle_sent`](Self::handle_sent) of a byte stops it.
+    pub fn handle_blocked(&mut self) {
+        if self.blocked_since == NEVER && self.now != NEVER {
+            self.blocked_since = self.now;
+        }
     }
 
     /// Gives back the storage and the transform.
@@ -236,6 +544,94 @@ impl<B, T> Session<B, T> {
             Input::Raw(buffer) => buffer,
         };
         (storage, self.transform)
+    }
+
+    fn stall_deadline(&self) -> u64 {
+        let on = self.timeouts.write_stall_ms != 0
+            && self.blocked_since != NEVER
+            && matches!(
+                self.phase,
+                Phase::Open | Phase::Ending | Phase::Tail | Phase::Done
+            );
+        if on && !self.drop_output {
+            self.blocked_since
+                .saturating_add(u64::from(self.timeouts.write_stall_ms))
+        } else {
+            NEVER
+        }
+    }
+
+    fn idle_deadline(&self) -> u64 {
+        let on = self.timeouts.idle_ms != 0
+            && self.phase == Phase::Open
+            && self.blocked_since == NEVER
+            && self.last_recv != NEVER;
+        if on {
+            self.last_recv
+                .saturating_add(u64::from(self.timeouts.idle_ms))
+        } else {
+            NEVER
+        }
+    }
+
+    /// The input ends for `why`: buffered lines are still answered, then the tail as `why`
+    /// says.
+    fn end_input(&mut self, why: CloseReason) {
+        if self.phase == Phase::Open {
+            self.phase = Phase::Ending;
+            self.end = Some(why);
+            self.out_at_end = self.produced;
+        }
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>, T> Session<B, T> {
+    /// Tells the session the time and fires any timer that is due: idle (the input ends as
+    /// [`CloseReason::IdleTimeout`]), write stall (the replies are given up), linger (closed),
+    /// and the [`deadline`](Self::set_deadline) (closed). Call it at the start of each turn and
+    /// when [`poll_timeout`](Self::poll_timeout) has passed; time never goes back.
+    pub fn handle_time(&mut self, now_ms: u64) {
+        self.now = now_ms;
+        if self.last_recv == NEVER {
+            self.last_recv = now_ms; // the idle clock starts with the first time given
+        }
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if now_ms >= self.deadline {
+            self.close_now(CloseReason::Deadline);
+            return;
+        }
+        if now_ms >= self.stall_deadline() {
+            // The peer reads nothing: its replies are given up, and the FIN goes out behind
+            // what the transport already holds.
+            self.end = Some(CloseReason::WriteStall);
+            self.job = Job::Idle;
+            self.phase = Phase::Done;
+            self.drop_output = true;
+            self.blocked_since = NEVER;
+            self.clear_input();
+            return;
+        }
+        if now_ms >= self.idle_deadline() {
+            self.end_input(CloseReason::IdleTimeout);
+        }
+        if self.phase == Phase::Linger && now_ms >= self.linger_until {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    fn close_now(&mut self, why: CloseReason) {
+        self.phase = Phase::Closed;
+        self.job = Job::Idle;
+        self.end = Some(why);
+        self.clear_input();
+    }
+    /// Forgets buffered input: nothing more of it will be answered.
+    fn clear_input(&mut self) {
+        if let Input::Lines(framer) = &mut self.input {
+            framer.reset();
+        }
     }
 }
 
@@ -251,8 +647,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
     }
 
     /// Whether the session holds nothing between messages: input open, no input buffered, no
-    /// reply pending. A driver may then drop it and later build a new one from the same
-    /// transform, without changing any reply.
+    /// reply pending. (A `raw` session's transform may still hold an incomplete character.)
     pub fn is_idle(&self) -> bool {
         let empty = match &self.input {
             Input::Lines(f) => f.is_empty(),
@@ -267,7 +662,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
     ///
     /// An event-driven server reads into a large buffer it lends for one turn, and parks a
     /// partial line in a small one between turns, so thousands of waiting connections do not
-    /// each hold a large buffer.
+    /// each hold a large buffer. A session that holds no input takes an empty storage.
     ///
     /// # Errors
     ///
@@ -279,8 +674,6 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
         }
         match &mut self.input {
             Input::Lines(f) => f.replace_storage(storage),
-            // Nothing is buffered between chunks; an empty read buffer would read nothing.
-            Input::Raw(_) if storage.as_ref().is_empty() => Err(storage),
             Input::Raw(buffer) => Ok(core::mem::replace(buffer, storage)),
         }
     }
@@ -288,23 +681,31 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
     /// Where the driver reads the next bytes into. After
     /// [`poll_transmit`](Self::poll_transmit) returned `0` this is never empty (for a storage of
     /// at least one byte); in `raw` framing it is then the whole storage. While a reply is in
-    /// progress it is empty: the storage still holds the input being answered.
+    /// progress, and once the input ended, it is empty: the storage still holds the input being
+    /// answered. While the session lingers it is the whole storage, as scratch for input that
+    /// is discarded.
     pub fn recv_buffer(&mut self) -> &mut [u8] {
-        if self.job != Job::Idle {
-            return &mut [];
-        }
-        match &mut self.input {
-            Input::Lines(framer) => framer.spare(),
-            Input::Raw(buffer) => buffer.as_mut(),
+        match (self.phase, &mut self.input) {
+            (Phase::Linger, Input::Lines(framer)) => {
+                framer.reset();
+                framer.spare()
+            }
+            (Phase::Linger, Input::Raw(buffer)) => buffer.as_mut(),
+            (Phase::Open, _) if self.job != Job::Idle => &mut [],
+            (Phase::Open, Input::Lines(framer)) => framer.spare(),
+            (Phase::Open, Input::Raw(buffer)) => buffer.as_mut(),
+            _ => &mut [],
         }
     }
 
     /// Records that `n` bytes were read into [`recv_buffer`](Self::recv_buffer). `n` is clamped
-    /// to what it offered. Ignored after EOF or shutdown, and while a reply is in progress.
+    /// to what it offered. Ignored once the input ended and while a reply is in progress; while
+    /// the session lingers, the bytes are discarded.
     pub fn handle_recv(&mut self, n: usize) {
         if self.phase != Phase::Open || n == 0 || self.job != Job::Idle {
             return;
         }
+        self.last_recv = self.now;
         let taken = match &mut self.input {
             Input::Lines(framer) => {
                 let before = framer.buffered();
@@ -325,18 +726,38 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
     }
 
     /// The peer closed its sending side. Buffered complete lines are still answered, then the
-    /// trailing partial line (transformed, with no `\n`), then the session is done.
+    /// trailing partial line (transformed, with no `\n`), then the session is done. While the
+    /// session lingers, the peer's EOF ends it: the connection is closed.
     pub fn handle_eof(&mut self) {
-        if self.phase == Phase::Open {
-            self.phase = Phase::Eof;
+        match self.phase {
+            Phase::Open => self.end_input(CloseReason::Eof),
+            Phase::Linger => self.phase = Phase::Closed,
+            _ => {}
         }
     }
 
-    /// Graceful shutdown: like [`handle_eof`](Self::handle_eof), except that a trailing partial
-    /// line is not a request: it is dropped and answered with `error: shutting down`.
+    /// Graceful shutdown ([`PROTOCOL.md`](crate::spec) §2.5): like
+    /// [`handle_eof`](Self::handle_eof), except that a trailing partial line is not a request:
+    /// it is dropped and answered with `error: shutting down`. A `raw` session flushes its
+    /// carry. A session with nothing pending needs no linger after its FIN: it closes at once.
     pub fn handle_shutdown(&mut self) {
+        let quiet = self.is_idle() && self.unsent == 0;
         if self.phase == Phase::Open {
-            self.phase = Phase::Shutdown;
+            self.end_input(CloseReason::Shutdown);
+            self.quiet_end = quiet;
+        }
+    }
+
+    /// Refuses the connection: the peer gets `error: too many connections`, then the graceful
+    /// close. Nothing it sends is read as a request. Only on a session that has read nothing.
+    pub fn refuse(&mut self) {
+        if self.phase == Phase::Open && self.job == Job::Idle {
+            self.end = Some(CloseReason::Refused);
+            self.job = Job::Message {
+                msg: ErrorReply::TooManyConnections,
+                pos: 0,
+            };
+            self.phase = Phase::Tail;
         }
     }
 
@@ -344,9 +765,22 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
     /// arrives (or, when [`is_done`](Self::is_done), ever). Fills `out` as far as the buffered
     /// input allows, so one write can carry many replies.
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
+        self.poll_transmit_with(out, |_| {})
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit), calling `on_end` for each reply that ends in
+    /// this output, in order, with where it ends and what it was. A driver that keeps output
+    /// the transport has not taken yet uses it to count exactly the replies it handed over,
+    /// and to uncount those it gives up: no code needs to parse output bytes, whatever the
+    /// transform produces.
+    pub fn poll_transmit_with(
+        &mut self,
+        out: &mut [u8],
+        mut on_end: impl FnMut(ReplyEnd),
+    ) -> usize {
         let mut n = 0;
         while n < out.len() {
-            let dst = &mut out[n..];
+            let Some(dst) = out.get_mut(n..) else { break };
             match self.job {
                 Job::Idle => {
                     if !self.next_job() {
@@ -372,7 +806,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                     self.job = match (pos < end, then) {
                         (true, _) => Job::Input { pos, end, then },
                         (false, Then::Drain) => Job::Drain,
-                        (false, Then::Flush { newline }) => Job::Flush { newline },
+                        (false, Then::Flush { newline, end }) => Job::Flush { newline, end },
                     };
                 }
                 Job::Drain => {
@@ -380,58 +814,81 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                     n += written;
                     if written == 0 {
                         self.job = Job::Idle;
+                        self.end_reply(ReplyKind::Chunk, n, &mut on_end);
                     }
                 }
-                Job::Flush { newline } => {
+                Job::Flush { newline, end } => {
                     let written = self.transform.finish(dst).min(dst.len());
                     n += written;
                     if written == 0 {
                         self.job = if newline { Job::Newline } else { Job::Idle };
+                        if let (false, Some(kind)) = (newline, end) {
+                            self.end_reply(kind, n, &mut on_end);
+                        }
                     }
                 }
                 Job::Newline => {
-                    dst[0] = b'\n';
+                    if let Some(b) = dst.first_mut() {
+                        *b = b'\n';
+                    }
                     n += 1;
                     self.job = Job::Idle;
+                    self.end_reply(ReplyKind::Line, n, &mut on_end);
                 }
                 Job::Message { msg, pos } => {
-                    let rest = msg.get(pos..).unwrap_or_default();
+                    let rest = msg.reply().get(pos..).unwrap_or_default();
                     let k = rest.len().min(dst.len());
-                    dst[..k].copy_from_slice(&rest[..k]);
+                    for (d, s) in dst.iter_mut().zip(rest) {
+                        *d = *s;
+                    }
                     n += k;
-                    self.job = if k == rest.len() {
-                        Job::Idle
+                    if k == rest.len() {
+                        self.job = Job::Idle;
+                        self.end_reply(ReplyKind::Error(msg), n, &mut on_end);
                     } else {
-                        Job::Message { msg, pos: pos + k }
-                    };
+                        self.job = Job::Message { msg, pos: pos + k };
+                    }
                 }
             }
         }
         self.counters.bytes_out = self.counters.bytes_out.wrapping_add(n as u32);
+        self.produced = self.produced.wrapping_add(n as u64);
+        self.unsent = self.unsent.saturating_add(n);
         n
+    }
+
+    /// Counts a reply that ended at `at` and reports it.
+    fn end_reply(&mut self, kind: ReplyKind, at: usize, on_end: &mut impl FnMut(ReplyEnd)) {
+        let c = &mut self.counters;
+        match kind {
+            ReplyKind::Line => c.lines = c.lines.wrapping_add(1),
+            ReplyKind::Chunk => c.chunks = c.chunks.wrapping_add(1),
+            ReplyKind::Error(_) => c.errors = c.errors.wrapping_add(1),
+        }
+        on_end(ReplyEnd { at, kind });
     }
 
     /// Picks the next job from buffered input. Returns `false` when there is none.
     fn next_job(&mut self) -> bool {
-        let framer = match &mut self.input {
-            Input::Lines(framer) => Some(framer),
-            Input::Raw(_) => None,
-        };
-        if let Some(framer) = framer {
+        if matches!(self.phase, Phase::Open | Phase::Ending)
+            && let Input::Lines(framer) = &mut self.input
+        {
             match framer.poll_range() {
                 Some(Ok(line)) => {
-                    self.counters.lines = self.counters.lines.wrapping_add(1);
                     self.job = Job::Input {
                         pos: line.start,
                         end: line.end,
-                        then: Then::Flush { newline: true },
+                        then: Then::Flush {
+                            newline: true,
+                            end: None,
+                        },
                     };
                     return true;
                 }
                 Some(Err(Overlong)) => {
                     self.counters.overlong = self.counters.overlong.wrapping_add(1);
                     self.job = Job::Message {
-                        msg: ErrorReply::LineTooLong.reply(),
+                        msg: ErrorReply::LineTooLong,
                         pos: 0,
                     };
                     return true;
@@ -439,40 +896,44 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T: Transform> Session<B, T> {
                 None => {}
             }
         }
-        let tail = match (&mut self.input, self.phase) {
-            (Input::Lines(framer), Phase::Eof | Phase::Shutdown) => framer.finish_range(),
-            _ => None,
-        };
         match self.phase {
-            Phase::Open | Phase::Done => return false,
-            Phase::Closing => {
+            Phase::Ending => {}
+            Phase::Tail => {
                 self.phase = Phase::Done;
+                self.clear_input();
                 return false;
             }
-            Phase::Eof => {
-                self.job = match tail {
-                    Some(tail) => {
-                        self.counters.lines = self.counters.lines.wrapping_add(1);
-                        Job::Input {
-                            pos: tail.start,
-                            end: tail.end,
-                            then: Then::Flush { newline: false },
-                        }
-                    }
-                    None => Job::Flush { newline: false },
-                };
-            }
-            Phase::Shutdown => {
-                self.job = match tail {
-                    Some(_) => Job::Message {
-                        msg: ErrorReply::ShuttingDown.reply(),
-                        pos: 0,
-                    },
-                    None => Job::Flush { newline: false },
-                };
-            }
+            _ => return false,
         }
-        self.phase = Phase::Closing;
+        let tail = match &mut self.input {
+            Input::Lines(framer) => framer.finish_range(),
+            Input::Raw(_) => None,
+        };
+        let flush = Job::Flush {
+            newline: false,
+            end: None,
+        };
+        self.job = match (self.end, tail) {
+            (Some(CloseReason::Eof), Some(tail)) => Job::Input {
+                pos: tail.start,
+                end: tail.end,
+                then: Then::Flush {
+                    newline: false,
+                    end: Some(ReplyKind::Line),
+                },
+            },
+            (Some(CloseReason::Shutdown), Some(_)) => Job::Message {
+                msg: ErrorReply::ShuttingDown,
+                pos: 0,
+            },
+            (Some(CloseReason::IdleTimeout), Some(_)) => Job::Message {
+                msg: ErrorReply::IdleTimeout,
+                pos: 0,
+            },
+            // No tail: the transform flushes what it holds (a `raw` carry, verbatim).
+            _ => flush,
+        };
+        self.phase = Phase::Tail;
         true
     }
 }
@@ -784,6 +1245,208 @@ mod tests {
         s.handle_eof();
         assert_eq!(s.poll_transmit(&mut out), 3);
         assert_eq!(&out[..3], b"BCD");
+    }
+
+    fn feed<T: Transform>(s: &mut Session<Vec<u8>, T>, bytes: &[u8]) {
+        let b = s.recv_buffer();
+        b[..bytes.len()].copy_from_slice(bytes);
+        s.handle_recv(bytes.len());
+    }
+
+    /// Polls until `0`, with the reply ends each call reported.
+    fn drain<T: Transform>(
+        s: &mut Session<Vec<u8>, T>,
+        out: usize,
+    ) -> (Vec<u8>, Vec<(usize, ReplyKind)>) {
+        let mut buf = std::vec![0u8; out];
+        let (mut got, mut ends) = (Vec::new(), Vec::new());
+        loop {
+            let base = got.len();
+            let n = s.poll_transmit_with(&mut buf, |e| ends.push((base + e.at, e.kind)));
+            if n == 0 {
+                return (got, ends);
+            }
+            got.extend_from_slice(&buf[..n]);
+            s.handle_sent(n);
+        }
+    }
+
+    const TIMERS: Timeouts = Timeouts::NONE.idle_ms(100).write_stall_ms(50).linger_ms(20);
+
+    #[test]
+    fn reply_ends_mark_each_reply_whatever_the_transform_outputs() {
+        // A transform that outputs newlines and what looks like error replies: the ends come
+        // from the session's own bookkeeping, not from the bytes.
+        let evil = ByteMap(|b: u8| if b == b'x' { b'\n' } else { b });
+        let mut s = session(Framing::Lines, 24, evil);
+        let (mut got, mut ends) = (Vec::new(), Vec::new());
+        for piece in [
+            &b"axb\n"[..],
+            b"0123456789abcdefghijklmnop",
+            b"qrst\nerror: idle timeout\n",
+            b"tail",
+        ] {
+            for chunk in piece.chunks(8) {
+                feed(&mut s, chunk);
+                let (g, e) = drain(&mut s, 3);
+                ends.extend(e.into_iter().map(|(at, k)| (at + got.len(), k)));
+                got.extend(g);
+            }
+        }
+        s.handle_eof();
+        let (g, e) = drain(&mut s, 3);
+        ends.extend(e.into_iter().map(|(at, k)| (at + got.len(), k)));
+        got.extend(g);
+        assert_eq!(
+            got,
+            b"a\nb\nerror: line too long\nerror: idle timeout\ntail"
+        );
+        assert_eq!(
+            ends,
+            [
+                (4, ReplyKind::Line),
+                (25, ReplyKind::Error(ErrorReply::LineTooLong)),
+                (45, ReplyKind::Line),
+                (49, ReplyKind::Line),
+            ]
+        );
+        let c = s.counters();
+        assert_eq!((c.lines, c.errors, c.overlong), (3, 1, 1));
+    }
+
+    #[test]
+    fn idle_timeout_answers_lines_refuses_the_partial_one_and_lingers() {
+        let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
+        s.handle_time(0);
+        feed(&mut s, b"a\npart");
+        assert_eq!(drain(&mut s, 8).0, b"A\n");
+        s.handle_time(50);
+        feed(&mut s, b"ial"); // input restarts the idle clock
+        assert_eq!(s.poll_timeout(), Some(150));
+        s.handle_time(149);
+        assert!(s.is_open());
+        s.handle_time(150);
+        assert_eq!(drain(&mut s, 8).0, b"error: idle timeout\n");
+        assert_eq!(s.close_reason(), Some(CloseReason::IdleTimeout));
+        assert_eq!(s.poll_close(), Some(Closing::HalfClose));
+        s.handle_half_closed();
+        assert_eq!(s.poll_close(), Some(Closing::Linger));
+        // Input while lingering is discarded, not answered.
+        feed(&mut s, b"more\n");
+        assert_eq!(drain(&mut s, 8).0, b"");
+        assert_eq!(s.poll_timeout(), Some(170));
+        s.handle_time(170);
+        assert_eq!(s.poll_close(), Some(Closing::Close));
+    }
+
+    #[cfg(feature = "unicode")]
+    #[test]
+    fn raw_carry_goes_out_verbatim_at_idle_timeout_and_at_shutdown() {
+        for shutdown in [false, true] {
+            let mut s = session(Framing::Raw, 16, Uppercase::new()).with_timeouts(TIMERS);
+            s.handle_time(0);
+            feed(&mut s, b"a\xe2\x82");
+            assert_eq!(drain(&mut s, 8).0, b"A");
+            if shutdown {
+                s.handle_shutdown();
+            } else {
+                s.handle_time(100);
+            }
+            assert_eq!(drain(&mut s, 8).0, b"\xe2\x82", "shutdown {shutdown}");
+            assert_eq!(s.poll_close(), Some(Closing::HalfClose));
+            // Bytes went out after the input ended: they may be in flight, so it lingers.
+            s.handle_half_closed();
+            assert_eq!(s.poll_close(), Some(Closing::Linger));
+        }
+    }
+
+    #[test]
+    fn shutdown_closes_an_idle_connection_at_once_and_a_busy_one_after_linger() {
+        let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
+        s.handle_time(0);
+        feed(&mut s, b"a\n");
+        drain(&mut s, 8);
+        s.handle_shutdown();
+        assert_eq!(drain(&mut s, 8).0, b"");
+        assert_eq!(s.poll_close(), Some(Closing::HalfClose));
+        s.handle_half_closed();
+        assert_eq!(
+            s.poll_close(),
+            Some(Closing::Close),
+            "nothing can be in flight"
+        );
+        // Mid-line: the error reply, then the linger.
+        let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
+        s.handle_time(0);
+        feed(&mut s, b"mid");
+        s.handle_shutdown();
+        assert_eq!(drain(&mut s, 8).0, b"error: shutting down\n");
+        s.handle_half_closed();
+        assert_eq!(s.poll_close(), Some(Closing::Linger));
+        // Output the transport had not taken yet is in flight too.
+        let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
+        feed(&mut s, b"a\n");
+        let mut out = [0u8; 8];
+        assert_eq!(s.poll_transmit(&mut out), 2);
+        s.handle_shutdown();
+        drain(&mut s, 8);
+        s.handle_half_closed();
+        assert_eq!(s.poll_close(), Some(Closing::Linger));
+    }
+
+    #[test]
+    fn a_stalled_transport_gives_up_the_replies_and_a_deadline_closes() {
+        let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
+        s.handle_time(0);
+        feed(&mut s, b"a\nb\n");
+        let mut out = [0u8; 2];
+        assert_eq!(s.poll_transmit(&mut out), 2);
+        s.handle_blocked();
+        assert_eq!(
+            s.poll_timeout(),
+            Some(50),
+            "the stall timer, not the idle one"
+        );
+        s.handle_time(50);
+        assert_eq!(s.close_reason(), Some(CloseReason::WriteStall));
+        assert_eq!(s.poll_close(), Some(Closing::DropAndHalfClose));
+        assert_eq!(s.poll_transmit(&mut out), 0, "nothing more is produced");
+        s.handle_half_closed();
+        assert_eq!(s.poll_close(), Some(Closing::Linger));
+        // A drain deadline ends the linger early, and any phase.
+        s.set_deadline(Some(55));
+        assert_eq!(s.poll_timeout(), Some(55));
+        s.handle_time(55);
+        assert_eq!(s.poll_close(), Some(Closing::Close));
+        assert_eq!(s.close_reason(), Some(CloseReason::Deadline));
+    }
+
+    #[test]
+    fn a_refused_connection_gets_its_error_and_reads_nothing() {
+        let mut s = session(Framing::Lines, 32, Uppercase::new());
+        s.refuse();
+        assert!(s.recv_buffer().is_empty());
+        let (got, ends) = drain(&mut s, 5);
+        assert_eq!(got, ErrorReply::TooManyConnections.reply());
+        assert_eq!(
+            ends,
+            [(got.len(), ReplyKind::Error(ErrorReply::TooManyConnections))]
+        );
+        assert_eq!(s.close_reason(), Some(CloseReason::Refused));
+        assert_eq!(s.poll_close(), Some(Closing::HalfClose));
+    }
+
+    #[test]
+    fn an_idle_session_parks_in_no_memory() {
+        let mut s = session(Framing::Lines, 32, Uppercase::new());
+        feed(&mut s, b"a\n");
+        drain(&mut s, 8);
+        let big = s.replace_storage(Vec::new()).unwrap();
+        assert_eq!(big.len(), 32);
+        assert!(s.recv_buffer().is_empty());
+        s.replace_storage(big).unwrap();
+        feed(&mut s, b"b\n");
+        assert_eq!(drain(&mut s, 8).0, b"B\n");
     }
 
     proptest! {
