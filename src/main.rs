@@ -392,10 +392,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             max_connections: args.max_conns as usize,
             reply_budget: args.reply_budget,
             udp_no_amplify: args.udp_no_amplify,
-            udp_guard: upcase_std::GuardConfig {
-                low_ports: args.udp_allow_low_ports,
-                ..d.limits.udp_guard
-            },
+            udp_guard: d.limits.udp_guard.low_ports(args.udp_allow_low_ports),
             ..d.limits
         },
         runtime: upcase_std::Runtime {

@@ -408,8 +408,9 @@ fn the_python_client_against_lines_framing_gets_a_hint_in_the_log() {
         ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--idle-timeout", "1"]);
     let started = Instant::now();
     // It waits for a reply that lines framing never sends before the newline; the idle timeout
-    // closes the connection, and the client reads end of stream (Python prints `Received ''`).
-    assert_eq!(python_client(server.tcp[0]), b"");
+    // answers the partial line with its error and closes the connection (Python prints
+    // `Received 'error: idle timeout\n'`).
+    assert_eq!(python_client(server.tcp[0]), b"error: idle timeout\n");
     assert!(started.elapsed() >= Duration::from_millis(900));
     // A client that closes with an unterminated line: its reply, and the hint again.
     let mut s = TcpStream::connect(server.tcp[0]).unwrap();

@@ -121,7 +121,7 @@ fn low_source_ports_get_no_reply_unless_the_flag_allows_them() {
     low.set_nonblocking(false).unwrap();
     assert!(server.terminate().success());
     let counters = server.stop_counters();
-    assert_eq!(counters["dropped_low_port"], 1, "{counters:?}");
+    assert_eq!(counters["dropped_low_source_port"], 1, "{counters:?}");
     assert_eq!(counters["datagrams"], 1, "{counters:?}");
 
     let server = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0", "--udp-allow-low-ports"]);

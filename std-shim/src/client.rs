@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
-use upcase_core::{LineFramer, RequestError, blocking};
+use upcase_core::{ErrorReply, LineFramer, RequestError, blocking};
 
 /// Why a client call failed.
 #[derive(Debug)]
@@ -293,14 +293,24 @@ impl UdpClient {
 
     /// Sends `payload` as one datagram and returns the reply datagram.
     ///
+    /// A reply is read as [`TcpClient::request`] reads a line ([`PROTOCOL.md`](upcase_core::spec)
+    /// §2.3): a reply that equals an error line is [`RequestError::Rejected`], so the same
+    /// request gets the same reading over both transports. An uppercase server never sends one
+    /// over UDP; only a custom transform's reply can equal one.
+    ///
     /// # Errors
     ///
     /// [`ClientError::TimedOut`] when no reply comes in time: the request or its reply was lost,
-    /// or the server dropped it (see [`PROTOCOL.md`](upcase_core::spec) §3).
+    /// or the server dropped it (see [`PROTOCOL.md`](upcase_core::spec) §3);
+    /// [`RequestError::Rejected`] as above.
     pub fn request(&mut self, payload: &[u8]) -> Result<&[u8], ClientError> {
         let io_err = |e: io::Error| ClientError::from_request(RequestError::Io(e));
         self.socket.send(payload).map_err(io_err)?;
         let n = self.socket.recv(&mut self.buf).map_err(io_err)?;
-        Ok(&self.buf[..n])
+        let reply = &self.buf[..n];
+        match ErrorReply::parse(reply) {
+            Some(e) => Err(ClientError::Request(RequestError::Rejected(e))),
+            None => Ok(reply),
+        }
     }
 }

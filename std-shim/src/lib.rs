@@ -27,7 +27,8 @@ pub use net::BindError;
 pub use server::{Server, ShutdownHandle};
 pub use shared::{ServerCounters, UdpDrops};
 pub use upcase_core::{
-    ByteMap, ErrorReply, Framing, GuardConfig, Progress, RequestError, Transform, Uppercase,
+    ByteMap, DropReason, ErrorReply, Framing, GuardConfig, Progress, RequestError, Transform,
+    Uppercase,
 };
 
 // `SECURITY.md` of the repository (a symbolic link in this crate's folder, so that the packaged

@@ -191,18 +191,12 @@ impl Server {
             timeouts = totals.timeouts,
             panics = totals.panics,
             datagrams = totals.datagrams,
+            chunks = totals.chunks,
             dropped_datagrams = totals.udp_dropped.total(),
-            dropped_oversized = totals.udp_dropped.oversized,
-            dropped_reply_too_large = totals.udp_dropped.reply_too_large,
-            dropped_amplification = totals.udp_dropped.amplification,
-            dropped_port_zero = totals.udp_dropped.source_port_zero,
-            dropped_low_port = totals.udp_dropped.low_source_port,
-            dropped_own_address = totals.udp_dropped.own_address,
-            dropped_echo = totals.udp_dropped.echo,
-            dropped_send_failed = totals.udp_dropped.send_failed,
             bytes_in = totals.bytes_in,
             bytes_out = totals.bytes_out,
-            "upcase stopped"
+            "upcase stopped {}",
+            totals.udp_dropped
         );
         Ok(totals)
     }

@@ -4,7 +4,7 @@
 use crate::config::ServerConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
-use upcase_core::Refusal;
+use upcase_core::DropReason;
 
 /// Counters of a server's whole life, as [`Server::run`](crate::Server::run) returns them and
 /// logs them at shutdown.
@@ -15,10 +15,13 @@ pub struct ServerCounters {
     pub connections: u64,
     /// TCP connections refused at the connection cap.
     pub refused: u64,
-    /// Transformed replies delivered to the kernel for sending, error replies excluded. With
-    /// the graceful close ([`PROTOCOL.md`](upcase_core::spec) §2.6) every one reaches a peer
-    /// that does not reset.
+    /// Transformed replies to lines handed whole to the kernel for sending, error replies
+    /// excluded (`lines` framing). With the graceful close ([`PROTOCOL.md`](upcase_core::spec)
+    /// §2.6) every one reaches a peer that does not reset. Counted from where the session says
+    /// each reply ends, never from the bytes.
     pub lines: u64,
+    /// Chunks whose transformed reply was handed whole to the kernel (`raw` framing).
+    pub chunks: u64,
     /// Lines over the limit, each answered with `error: line too long`.
     pub overlong: u64,
     /// Connections closed by the idle or write timeout.
@@ -35,51 +38,39 @@ pub struct ServerCounters {
     pub bytes_out: u64,
 }
 
-/// UDP requests dropped without a reply, by reason ([`PROTOCOL.md`](upcase_core::spec) §3,
-/// [`SECURITY.md`](crate::security)).
+/// UDP requests dropped without a reply, one count per [`DropReason`]
+/// ([`PROTOCOL.md`](upcase_core::spec) §3, [`SECURITY.md`](crate::security)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
 pub struct UdpDrops {
-    /// Longer than `max_datagram`.
-    pub oversized: u64,
-    /// The reply would be longer than a UDP payload can be.
-    pub reply_too_large: u64,
-    /// The reply would be longer than the request, with `udp_no_amplify`.
-    pub amplification: u64,
-    /// Source port 0.
-    pub source_port_zero: u64,
-    /// Source port below 1024.
-    pub low_source_port: u64,
-    /// Sent from the server's own address.
-    pub own_address: u64,
-    /// An echo of the last reply, over the peer's echo budget (a reflection loop).
-    pub echo: u64,
-    /// The reply could not be sent (for example, the socket's send buffer was full).
-    pub send_failed: u64,
+    counts: [u64; DropReason::COUNT],
 }
 
 impl UdpDrops {
+    /// The requests dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Every reason with its count, in the order of [`DropReason::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+
     /// Every drop, whatever its reason.
     pub fn total(&self) -> u64 {
-        self.oversized
-            + self.reply_too_large
-            + self.amplification
-            + self.source_port_zero
-            + self.low_source_port
-            + self.own_address
-            + self.echo
-            + self.send_failed
+        self.counts.iter().sum()
     }
 }
 
-/// Why a UDP request got no reply: the guard's refusals and the server's own limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DropReason {
-    Oversized,
-    ReplyTooLarge,
-    Amplification,
-    Refused(Refusal),
-    SendFailed,
+impl std::fmt::Display for UdpDrops {
+    /// `dropped_<reason>=<count>` for every reason, space-separated: the stop log's form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (reason, n)) in self.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}dropped_{}={n}", reason.name())?;
+        }
+        Ok(())
+    }
 }
 
 /// One counter per field of [`ServerCounters`], updated with relaxed atomics.
@@ -88,13 +79,14 @@ pub(crate) struct Counters {
     pub(crate) connections: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) lines: AtomicU64,
+    pub(crate) chunks: AtomicU64,
     pub(crate) overlong: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) datagrams: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    drops: [AtomicU64; 8],
+    drops: [AtomicU64; DropReason::COUNT],
 }
 
 impl Counters {
@@ -105,39 +97,24 @@ impl Counters {
 
     /// Counts a dropped datagram.
     pub(crate) fn drop_datagram(&self, why: DropReason) {
-        let i = match why {
-            DropReason::Oversized => 0,
-            DropReason::ReplyTooLarge => 1,
-            DropReason::Amplification => 2,
-            DropReason::Refused(Refusal::SourcePortZero) => 3,
-            DropReason::Refused(Refusal::LowSourcePort) => 4,
-            DropReason::Refused(Refusal::OwnAddress) => 5,
-            DropReason::Refused(Refusal::Echo) => 6,
-            DropReason::SendFailed => 7,
-        };
-        Self::add(&self.drops[i], 1);
+        if let Some(c) = self.drops.get(why.index()) {
+            Self::add(c, 1);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> ServerCounters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let d = |i: usize| get(&self.drops[i]);
         ServerCounters {
             connections: get(&self.connections),
             refused: get(&self.refused),
             lines: get(&self.lines),
+            chunks: get(&self.chunks),
             overlong: get(&self.overlong),
             timeouts: get(&self.timeouts),
             panics: get(&self.panics),
             datagrams: get(&self.datagrams),
             udp_dropped: UdpDrops {
-                oversized: d(0),
-                reply_too_large: d(1),
-                amplification: d(2),
-                source_port_zero: d(3),
-                low_source_port: d(4),
-                own_address: d(5),
-                echo: d(6),
-                send_failed: d(7),
+                counts: self.drops.each_ref().map(get),
             },
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
@@ -158,6 +135,7 @@ pub(crate) struct Shared {
     buffered: AtomicUsize,
     /// When a warning about resources was last logged, in ms since `epoch`.
     last_warning_ms: AtomicU64,
+    /// The origin of the milliseconds the core's sans-IO machines are given.
     pub(crate) epoch: Instant,
 }
 
@@ -201,6 +179,16 @@ impl Shared {
     /// Whether the reply budget is spent: connections then read in small steps.
     pub(crate) fn over_budget(&self) -> bool {
         self.buffered.load(Ordering::Relaxed) >= self.config.limits.reply_budget
+    }
+
+    /// Milliseconds since `epoch`: the clock of the core's sessions and guards.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` in milliseconds since `epoch`.
+    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Whether a resource warning may be logged now: at most one a second, server-wide.

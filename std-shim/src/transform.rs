@@ -10,6 +10,12 @@ impl DynTransform {
     pub(crate) fn new(factory: &crate::TransformFactory) -> Self {
         Self(factory())
     }
+
+    /// A transform that is never run (a refused connection's): boxing a zero-sized type
+    /// allocates nothing.
+    pub(crate) fn unused() -> Self {
+        Self(Box::new(upcase_core::ByteMap(|b: u8| b)))
+    }
 }
 
 impl Transform for DynTransform {

@@ -1,14 +1,15 @@
-//! A UDP socket served by a worker: one reply datagram per request (`PROTOCOL.md` §3), behind
-//! the reflection-loop guard, in batches of up to [`BATCH`] datagrams per system call on Linux
-//! (`recvmmsg`/`sendmmsg`), one at a time elsewhere.
+//! A UDP socket served by a worker: the core's [`Responder`] makes every decision (`PROTOCOL.md`
+//! §3); this file receives, calls it, and sends, in batches of up to [`BATCH`] datagrams per
+//! system call on Linux (`recvmmsg`/`sendmmsg`), one at a time elsewhere.
 
 use crate::config::MAX_UDP_PAYLOAD;
-use crate::shared::{Counters, DropReason, Shared};
+use crate::shared::{Counters, Shared};
 use crate::transform::DynTransform;
 use mio::net::UdpSocket;
+use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
-use upcase_core::{LoopGuard, transform_datagram};
+use upcase_core::{DropReason, LoopGuard, Responder};
 
 /// Datagrams received (and replies sent) per system call.
 pub(crate) const BATCH: usize = 32;
@@ -16,15 +17,14 @@ pub(crate) const BATCH: usize = 32;
 const BATCHES_PER_TURN: usize = 8;
 /// One byte more than any UDP payload, so that a truncated datagram is recognised.
 const SLOT: usize = 65536;
-/// Peers whose last reply the guard remembers, per socket.
+/// Records of the loop guard, per socket (24 bytes each).
 const GUARD_PEERS: usize = 4096;
 
 /// One UDP socket and what serving it needs.
 pub(crate) struct Endpoint {
     pub(crate) socket: UdpSocket,
     local: SocketAddr,
-    transform: DynTransform,
-    guard: Box<LoopGuard<GUARD_PEERS>>,
+    responder: Box<Responder<DynTransform, GUARD_PEERS>>,
     /// `BATCH` request slots of `SLOT` bytes, then `BATCH` reply slots. Allocated zeroed and
     /// touched only as far as datagrams fill them.
     requests: Vec<u8>,
@@ -33,26 +33,38 @@ pub(crate) struct Endpoint {
 
 /// What a turn left.
 pub(crate) enum Turn {
-    /// The socket has no more datagrams now.
+    /// The socket has no more datagrams now (a receive would block).
     Drained,
     /// The turn's budget ran out with datagrams left.
     More,
 }
 
+/// A random key for a loop guard: per process and per socket, so that no one can predict
+/// which peers share its records.
+fn random_key() -> u128 {
+    let state = std::hash::RandomState::new();
+    (u128::from(state.hash_one(1u8)) << 64) | u128::from(state.hash_one(2u8))
+}
+
 impl Endpoint {
     pub(crate) fn new(socket: UdpSocket, shared: &Shared) -> io::Result<Self> {
         let local = socket.local_addr()?;
+        let limits = &shared.config.limits;
+        let guard = LoopGuard::new(limits.udp_guard, random_key());
+        let responder = Responder::new(DynTransform::new(&shared.config.transform), guard)
+            .with_max_request(limits.max_datagram)
+            .with_no_amplify(limits.udp_no_amplify);
         Ok(Self {
             socket,
             local,
-            transform: DynTransform::new(&shared.config.transform),
-            guard: Box::new(LoopGuard::new(shared.config.limits.udp_guard)),
+            responder: Box::new(responder),
             requests: vec![0u8; BATCH * SLOT],
             replies: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
         })
     }
 
-    /// Serves datagrams until the socket would block or the turn's budget is spent.
+    /// Serves datagrams until a receive would block or the turn's budget is spent. Only
+    /// `WouldBlock` means drained: a short batch says nothing (one datagram per call off Linux).
     pub(crate) fn turn(&mut self, shared: &Shared) -> Turn {
         for _ in 0..BATCHES_PER_TURN {
             let mut received = [(0usize, None::<SocketAddr>); BATCH];
@@ -66,14 +78,18 @@ impl Endpoint {
                     continue;
                 }
             };
-            let now_ms = shared.epoch.elapsed().as_millis() as u64;
+            let now_ms = shared.now_ms();
             let mut out = [(0usize, None::<SocketAddr>); BATCH];
             for (i, &(len, peer)) in received[..count].iter().enumerate() {
                 let Some(peer) = peer else { continue };
+                Counters::add(&shared.counters.bytes_in, len as u64);
+                let request = &self.requests[i * SLOT..][..len];
+                let reply = &mut self.replies[i * MAX_UDP_PAYLOAD..][..MAX_UDP_PAYLOAD];
+                let (responder, local) = (&mut self.responder, self.local);
                 // A panic of the user's transform costs that one datagram only: unwinding out
                 // of the batch would lose the others received with it, from any client.
                 let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.answer(i, len, peer, now_ms, shared)
+                    responder.respond(peer, local, request, now_ms, reply)
                 }));
                 match answered {
                     Ok(Ok(n)) => out[i] = (n, Some(peer)),
@@ -86,46 +102,8 @@ impl Endpoint {
                 }
             }
             self.send(&out[..count], shared);
-            if count < BATCH {
-                return Turn::Drained;
-            }
         }
         Turn::More
-    }
-
-    /// Transforms request `i` (`len` bytes from `peer`) into reply slot `i`.
-    fn answer(
-        &mut self,
-        i: usize,
-        len: usize,
-        peer: SocketAddr,
-        now_ms: u64,
-        shared: &Shared,
-    ) -> Result<usize, DropReason> {
-        let limits = &shared.config.limits;
-        Counters::add(&shared.counters.bytes_in, len as u64);
-        if len > limits.max_datagram {
-            return Err(DropReason::Oversized);
-        }
-        self.guard
-            .check_source(peer, self.local)
-            .map_err(DropReason::Refused)?;
-        let request = &self.requests[i * SLOT..i * SLOT + len];
-        let cap = if limits.udp_no_amplify {
-            len
-        } else {
-            MAX_UDP_PAYLOAD
-        };
-        let reply = &mut self.replies[i * MAX_UDP_PAYLOAD..][..cap];
-        let n = match transform_datagram(&mut self.transform, request, reply) {
-            Ok(n) => n,
-            Err(_) if limits.udp_no_amplify => return Err(DropReason::Amplification),
-            Err(_) => return Err(DropReason::ReplyTooLarge),
-        };
-        self.guard
-            .check_reply(peer, request, &reply[..n], now_ms)
-            .map_err(DropReason::Refused)?;
-        Ok(n)
     }
 
     /// Receives up to [`BATCH`] datagrams into the request slots: `(length, source)` each.
@@ -165,7 +143,7 @@ impl Endpoint {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP reply not sent");
-                    shared.counters.drop_datagram(DropReason::SendFailed);
+                    shared.counters.drop_datagram(DropReason::NotSent);
                 }
             }
         }
@@ -173,7 +151,7 @@ impl Endpoint {
 
     /// Recovers from a panic of the user's transform: a fresh one for the next datagram.
     pub(crate) fn reset_transform(&mut self, shared: &Shared) {
-        self.transform = DynTransform::new(&shared.config.transform);
+        *self.responder.transform_mut() = DynTransform::new(&shared.config.transform);
     }
 }
 

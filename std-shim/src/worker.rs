@@ -11,7 +11,7 @@
 //! are bounded by the server-wide reply budget. Each worker has one read buffer (64 KiB plus the
 //! longest line) and one staging buffer (64 KiB), lent to the connection it is serving.
 
-use crate::conn::{Conn, Lend, Step, Timeout, read_buffer};
+use crate::conn::{Conn, Lend, Step, Why, read_buffer};
 use crate::net;
 use crate::shared::{Counters, Shared};
 use crate::transform::DynTransform;
@@ -98,7 +98,6 @@ impl<'s> Worker<'s> {
     ) -> io::Result<(Self, WorkerHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let limits = &shared.config.limits;
         let mut w = Self {
             shared,
             poll,
@@ -107,10 +106,7 @@ impl<'s> Worker<'s> {
             conns: Vec::new(),
             free: Vec::new(),
             ready: VecDeque::new(),
-            lend: Lend {
-                read: read_buffer(limits.framing, limits.max_line),
-                staging: vec![0u8; 64 * 1024],
-            },
+            lend: Lend::new(shared),
             accept_more: true,
             accept_paused_until: None,
             refused_closing: 0,
@@ -202,10 +198,11 @@ impl<'s> Worker<'s> {
                     self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
                 }
             }
-            self.accept_pending(Instant::now());
+            // The stop first: a connection still in the backlog when it came is not served.
             if woken && self.draining.is_none() && self.shared.stopping.load(Ordering::Acquire) {
                 self.begin_drain();
             }
+            self.accept_pending(Instant::now());
             if let Some(deadline) = self.draining {
                 if self.conns.iter().all(Option::is_none) {
                     return;
@@ -214,7 +211,7 @@ impl<'s> Worker<'s> {
                     let open = self.conns.iter().flatten().count();
                     tracing::warn!(open, "drain timeout: closing connections");
                     for k in 0..self.conns.len() {
-                        self.close(k, "drain timeout");
+                        self.close(k, Why::DrainTimeout);
                     }
                     return;
                 }
@@ -235,7 +232,6 @@ impl<'s> Worker<'s> {
     /// [`serve`](Self::serve), with a `short` turn for a connection: one small read.
     fn serve_turn(&mut self, t: Token, short: bool) {
         let shared = self.shared;
-        let draining = self.draining.is_some();
         if t.0 >= FIRST_SPECIAL {
             let Some(e) = self.udp.get_mut(t.0 - FIRST_SPECIAL) else {
                 return;
@@ -257,7 +253,7 @@ impl<'s> Worker<'s> {
             return;
         };
         let lend = &mut self.lend;
-        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, draining, short))) {
+        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, short))) {
             Ok(step) => step,
             Err(_) => {
                 Counters::add(&shared.counters.panics, 1);
@@ -267,14 +263,14 @@ impl<'s> Worker<'s> {
                     let limits = &shared.config.limits;
                     self.lend.read = read_buffer(limits.framing, limits.max_line);
                 }
-                Step::Close("transform panicked")
+                Step::Close(Why::Panicked)
             }
         };
         let step = match step {
             Step::Close(why) => Step::Close(why),
             other => match self.watch(k) {
                 Ok(()) => other,
-                Err(_) => Step::Close("cannot watch the socket"),
+                Err(_) => Step::Close(Why::Unwatchable),
             },
         };
         match step {
@@ -404,7 +400,12 @@ impl<'s> Worker<'s> {
             }
             Counters::add(&shared.counters.connections, 1);
             tracing::debug!(%peer, "connection opened");
-            Conn::new(stream, peer, DynTransform::new(&shared.config.transform))
+            Conn::new(
+                stream,
+                peer,
+                DynTransform::new(&shared.config.transform),
+                shared,
+            )
         } else {
             Counters::add(&shared.counters.refused, 1);
             tracing::debug!(%peer, "refused: connection cap reached");
@@ -412,8 +413,11 @@ impl<'s> Worker<'s> {
                 return; // closed at once: a flood must not pin descriptors
             }
             self.refused_closing += 1;
-            let linger = shared.config.runtime.linger_timeout;
-            Conn::refused(stream, peer, Instant::now().checked_add(linger))
+            let linger = shared.config.runtime.linger_timeout.as_millis();
+            let deadline = u64::try_from(linger)
+                .ok()
+                .and_then(|ms| shared.now_ms().checked_add(ms));
+            Conn::refused(stream, peer, deadline, shared)
         };
         let k = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -449,36 +453,32 @@ impl<'s> Worker<'s> {
         self.ready.retain(|t| t.0 < FIRST_SPECIAL);
         for k in 0..self.conns.len() {
             if let Some(Some(c)) = self.conns.get_mut(k) {
-                c.begin_drain(deadline);
+                c.begin_drain(deadline.map(|d| self.shared.ms_at(d)), self.shared);
                 self.ready.push_back(Token(k));
             }
         }
     }
 
-    /// Applies the idle, write and linger timeouts.
+    /// Runs every connection's timers; those whose close began or ended are served now.
     fn sweep(&mut self) {
-        let now = Instant::now();
+        let now = self.shared.now_ms();
         for k in 0..self.conns.len() {
-            let Some(Some(c)) = self.conns.get_mut(k) else {
-                continue;
-            };
-            match c.check_timeouts(now, self.shared) {
-                Timeout::None => {}
-                Timeout::Close(why) => self.close(k, why),
-                // A connection that just began to close is served now: its FIN goes out.
-                Timeout::Closing => self.ready.push_back(Token(k)),
+            if let Some(Some(c)) = self.conns.get_mut(k)
+                && c.check_timeouts(now, self.shared)
+            {
+                self.ready.push_back(Token(k));
             }
         }
     }
 
-    fn close(&mut self, k: usize, why: &'static str) {
+    fn close(&mut self, k: usize, why: Why) {
         let Some(slot) = self.conns.get_mut(k) else {
             return;
         };
         let Some(mut c) = slot.take() else { return };
         self.free.push(k);
         let _ = self.poll.registry().deregister(&mut c.stream);
-        tracing::debug!(peer = %c.peer, why, "connection closed");
+        tracing::debug!(peer = %c.peer, %why, "connection closed");
         self.forget(c);
         // A stale token of `k` may still wait in `ready`: serving it costs one read that
         // would block, so it is not searched for.

@@ -263,9 +263,10 @@ fn idle_connections_time_out_with_a_graceful_close_and_are_counted() {
         b"DONE\n"
     );
     let started = Instant::now();
-    // Both are closed by the server with a FIN, not a reset; the partial line is dropped.
+    // Both are closed by the server with a FIN, not a reset; the partial line is not a
+    // request: it gets `error: idle timeout` in place of a reply (PROTOCOL.md §2.6).
     assert_eq!(read_to_eof(&mut idle), b"");
-    assert_eq!(read_to_eof(&mut partial), b"");
+    assert_eq!(read_to_eof(&mut partial), ErrorReply::IdleTimeout.reply());
     assert!(started.elapsed() < Duration::from_secs(5));
     // The server lingers for our EOF; we give it.
     idle.shutdown(Shutdown::Write).unwrap();
