@@ -359,3 +359,78 @@ fn a_udp_only_server_exits_promptly_on_sigterm() {
     println!("UDP-only server exited {took:?} after SIGTERM");
     assert_eq!(server.stop_counters()["datagrams"], 1);
 }
+
+/// Issue 18, item 4: Ctrl-C with an idle client connected waited out the whole drain timeout
+/// (5.007 s) though nothing was pending. An idle connection is now closed at once, gracefully
+/// (PROTOCOL.md §2.5), while a client mid-line still gets its error and the drain deadline.
+#[test]
+fn the_drain_closes_idle_connections_at_once_and_waits_only_for_busy_ones() {
+    let mut server =
+        ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--drain-timeout", "5"]);
+    let addr = server.tcp[0];
+    let mut idle = connect(addr);
+    // A client that was served, and is idle now.
+    let mut served = connect(addr);
+    served.write_all(b"once\n").unwrap();
+    assert_eq!(read_exact_bytes(&mut served, 5), b"ONCE\n");
+    let started = Instant::now();
+    server.signal("INT");
+    let status = server.wait_within(LIMIT).expect("the server did not exit");
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    println!("SIGINT with two idle clients: exited in {took:?}");
+    // Far below the 5 s drain timeout: nothing was waited for. (The figure is in the note.)
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    // Both read a clean end of stream: a FIN, not a reset.
+    assert_eq!(read_to_eof(&mut idle), b"");
+    assert_eq!(read_to_eof(&mut served), b"");
+
+    // A client mid-line gets `error: shutting down`, and the server waits for its EOF until
+    // the drain deadline.
+    let mut server =
+        ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--drain-timeout", "1"]);
+    let mut busy = connect(server.tcp[0]);
+    // One write, one segment on loopback, one read: once `X` is answered, the server has read
+    // the partial line too.
+    busy.write_all(b"x\nhalf a li").unwrap();
+    assert_eq!(read_exact_bytes(&mut busy, 2), b"X\n");
+    let started = Instant::now();
+    server.signal("TERM");
+    assert_eq!(
+        read_exact_bytes(&mut busy, SHUTTING_DOWN.len()),
+        SHUTTING_DOWN
+    );
+    server.wait_within(LIMIT).expect("the server did not exit");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the busy client's linger: {took:?}"
+    );
+}
+
+/// Issue 18, item 2: in raw framing, a character split at the end of the input was dropped when
+/// the drain or the idle timeout closed the connection. PROTOCOL.md §2.5 and §2.6: the carry goes
+/// out verbatim before the close.
+#[test]
+fn raw_carry_goes_out_verbatim_at_the_drain_and_at_the_idle_timeout() {
+    for stop in ["TERM", "idle"] {
+        let mut server = ServerProc::start(&[
+            "--tcp",
+            "127.0.0.1:0",
+            "--no-udp",
+            "--framing",
+            "raw",
+            "--idle-timeout",
+            "1",
+        ]);
+        let mut s = connect(server.tcp[0]);
+        // `a`, then two bytes of `€` (E2 82 AC): the server answers `A` and holds the rest.
+        s.write_all(b"a\xe2\x82").unwrap();
+        assert_eq!(read_exact_bytes(&mut s, 1), b"A");
+        if stop == "TERM" {
+            server.signal("TERM");
+        }
+        assert_eq!(read_to_eof(&mut s), b"\xe2\x82", "at {stop}");
+        server.terminate();
+    }
+}

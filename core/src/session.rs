@@ -480,8 +480,9 @@ impl<B, T> Session<B, T> {
     }
 
     /// The driver closed its sending side ([`Closing::HalfClose`]). The session lingers,
-    /// discarding input until the peer's EOF or the linger timer, unless nothing can be in
-    /// flight (an idle connection at shutdown) or linger is off: then it is closed.
+    /// discarding input until the peer's EOF or the linger timer, unless linger is off: then it
+    /// is closed. A connection that was idle when a shutdown began lingers only until its input
+    /// is empty ([`handle_no_input`](Self::handle_no_input)): no reply of it can be in flight.
     pub fn handle_half_closed(&mut self) {
         if self.phase != Phase::Done {
             return;
@@ -489,8 +490,8 @@ impl<B, T> Session<B, T> {
         self.unsent = 0;
         // Nothing was pending when the input ended, and nothing came of its tail: no reply can
         // be in flight, so no linger is needed.
-        let quiet = self.quiet_end && self.produced == self.out_at_end;
-        if quiet || self.timeouts.linger_ms == 0 {
+        self.quiet_end &= self.produced == self.out_at_end;
+        if self.timeouts.linger_ms == 0 {
             self.phase = Phase::Closed;
         } else {
             self.phase = Phase::Linger;
@@ -586,6 +587,15 @@ impl<B, T> Session<B, T> {
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>, T> Session<B, T> {
+    /// A read found no input waiting (it would block). While the session lingers after a
+    /// shutdown that found the connection idle, that ends the linger: closing now resets
+    /// nothing, since no input is unread and no reply is in flight. Otherwise ignored.
+    pub fn handle_no_input(&mut self) {
+        if self.phase == Phase::Linger && self.quiet_end {
+            self.phase = Phase::Closed;
+        }
+    }
+
     /// Tells the session the time and fires any timer that is due: idle (the input ends as
     /// [`CloseReason::IdleTimeout`]), write stall (the replies are given up), linger (closed),
     /// and the [`deadline`](Self::set_deadline) (closed). Call it at the start of each turn and
@@ -1372,6 +1382,12 @@ mod tests {
         s.handle_half_closed();
         assert_eq!(
             s.poll_close(),
+            Some(Closing::Linger),
+            "until the input is known empty"
+        );
+        s.handle_no_input();
+        assert_eq!(
+            s.poll_close(),
             Some(Closing::Close),
             "nothing can be in flight"
         );
@@ -1382,7 +1398,12 @@ mod tests {
         s.handle_shutdown();
         assert_eq!(drain(&mut s, 8).0, b"error: shutting down\n");
         s.handle_half_closed();
-        assert_eq!(s.poll_close(), Some(Closing::Linger));
+        s.handle_no_input();
+        assert_eq!(
+            s.poll_close(),
+            Some(Closing::Linger),
+            "a reply may be in flight"
+        );
         // Output the transport had not taken yet is in flight too.
         let mut s = session(Framing::Lines, 32, Uppercase::new()).with_timeouts(TIMERS);
         feed(&mut s, b"a\n");

@@ -316,6 +316,10 @@ impl Conn {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.readable = false;
+                    self.session.handle_no_input();
+                    if self.session.is_closed() {
+                        return Step::Close(self.why());
+                    }
                     return Step::Wait;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -239,3 +239,78 @@ fn drops_by_size_and_amplification_are_counted_by_reason() {
     assert_eq!(c.udp_dropped.get(DropReason::Amplification), 1, "{c:?}");
     assert_eq!(c.udp_dropped.total(), 1);
 }
+
+/// Issue 18, item 1: two spoofed datagrams with different payloads, "from" B to A, alternate,
+/// so a rule that compares a request with the last reply never matched: A and B answered 86,026
+/// and 86,025 datagrams in 2 s. Now every loop dies within a few exchanges, however many are
+/// interleaved, watched live on a raw socket.
+#[test]
+fn interleaved_spoofed_loops_between_two_servers_all_die_out() {
+    for loops in [2usize, 16] {
+        let a = Running::start(config(false, true));
+        let b = Running::start(config(false, true));
+        let (a_addr, b_addr) = (a.udp(), b.udp());
+        let mut sniffer = Sniffer::new();
+        let started = Instant::now();
+        for i in 0..loops {
+            spoof(b_addr, a_addr, format!("LOOP {i}").as_bytes());
+        }
+        let (mut between, mut late) = (0u32, 0u32);
+        let deadline = started + Duration::from_secs(3);
+        while let Some((src, dst, at)) = sniffer.next(deadline) {
+            if !((src == a_addr && dst == b_addr) || (src == b_addr && dst == a_addr)) {
+                continue;
+            }
+            if at.duration_since(started) < Duration::from_secs(1) {
+                between += 1;
+            } else {
+                late += 1;
+            }
+        }
+        let (ca, cb) = (a.stop(), b.stop());
+        println!("{loops} loops: {between} datagrams in the first second, {late} after");
+        assert_eq!(late, 0, "{loops} loops: still running after 1 s");
+        // Each loop: its spoofed datagram and a few exchanges (a burst of 4 repeats each way,
+        // then probation), never thousands.
+        assert!(between as usize <= loops * 16, "{loops} loops: {between}");
+        let dropped = ca.udp_dropped.get(DropReason::Loop) + cb.udp_dropped.get(DropReason::Loop);
+        assert!(dropped >= 1, "{ca:?} {cb:?}");
+    }
+}
+
+/// A loop through a partner whose answer is not a fixed point of uppercasing (it lowercases):
+/// no request is ever an echo of a reply, yet the server's replies to it repeat.
+#[test]
+fn a_loop_through_a_lowercasing_partner_dies_out() {
+    let server = Running::start(config(false, true));
+    let partner = UdpSocket::bind("127.0.0.1:0").unwrap();
+    partner
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let partner_addr = partner.local_addr().unwrap();
+    spoof(partner_addr, server.udp(), b"Hello");
+    spoof(partner_addr, server.udp(), b"World");
+    // The partner answers everything it gets, lowercased, for at most 3 s or 100,000 datagrams.
+    let started = Instant::now();
+    let mut answered = 0u32;
+    let mut buf = [0u8; 64];
+    while started.elapsed() < Duration::from_secs(3) && answered < 100_000 {
+        match partner.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                partner
+                    .send_to(&buf[..n].to_ascii_lowercase(), from)
+                    .unwrap();
+                answered += 1;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let c = server.stop();
+    println!("the partner got {answered} replies");
+    assert!(
+        answered <= 12,
+        "{answered} replies reached the partner: {c:?}"
+    );
+    assert!(c.udp_dropped.get(DropReason::Loop) >= 1, "{c:?}");
+}
