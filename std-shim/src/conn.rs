@@ -75,6 +75,16 @@ impl std::fmt::Display for Why {
     }
 }
 
+/// How much of the worker a turn may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Share {
+    /// Up to [`READS_PER_TURN`] reads of the whole read buffer.
+    Full,
+    /// One read of at most [`SMALL_READ`] bytes: enough to answer a request, after which a
+    /// bulk sender yields (a connection that was idle gets one between two long turns).
+    Short,
+}
+
 /// What the worker does with the connection after a turn.
 pub(crate) enum Step {
     /// Wait for the next event.
@@ -169,10 +179,8 @@ impl Conn {
         self.session.is_idle() && !self.out.waiting()
     }
 
-    /// Moves bytes until the connection has to wait for its socket, or has had its share: at
-    /// most [`READS_PER_TURN`] reads, or with `short` one read of at most [`SMALL_READ`] bytes
-    /// (enough for a request; a bulk sender then yields after little work).
-    pub(crate) fn turn(&mut self, lend: &mut Lend, shared: &Shared, short: bool) -> Step {
+    /// Moves bytes until the connection has to wait for its socket, or has had its `share`.
+    pub(crate) fn turn(&mut self, lend: &mut Lend, shared: &Shared, share: Share) -> Step {
         self.session.handle_time(shared.now_ms());
         // Lend the read buffer for this turn; the parking buffer is kept for its end. (It
         // cannot refuse: a session is parked only once it has nothing to transmit.)
@@ -183,7 +191,7 @@ impl Conn {
                 lend.read = read;
                 Vec::new()
             });
-        let step = self.run(lend, shared, short);
+        let step = self.run(lend, shared, share);
         // Park what is buffered in a buffer of its size (nothing between messages), and take
         // the read buffer back.
         let held = self.session.buffered();
@@ -206,9 +214,12 @@ impl Conn {
         step
     }
 
-    fn run(&mut self, lend: &mut Lend, shared: &Shared, short: bool) -> Step {
+    fn run(&mut self, lend: &mut Lend, shared: &Shared, share: Share) -> Step {
         let mut reads = 0;
-        let max_reads = if short { 1 } else { READS_PER_TURN };
+        let max_reads = match share {
+            Share::Full => READS_PER_TURN,
+            Share::Short => 1,
+        };
         loop {
             // 1. Output the socket did not take yet goes first: no reading while it waits.
             match self.flush(shared) {
@@ -265,7 +276,7 @@ impl Conn {
                 return Step::Yield;
             }
             let buf = self.session.recv_buffer();
-            let room = if short || shared.over_budget() {
+            let room = if share == Share::Short || shared.over_budget() {
                 buf.len().min(SMALL_READ)
             } else {
                 buf.len()
@@ -541,4 +552,55 @@ fn write_now(stream: &mut TcpStream, buf: &[u8]) -> (usize, Option<Why>) {
         }
     }
     (off, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Issue 19, item 2: each refusal's 28-byte error reply was subtracted from the server-wide
+    /// reply budget without ever being added, so the counter wrapped and every connection read
+    /// in 4 KiB steps for the rest of the process. Now the refusal goes through the same
+    /// accounting as every reply.
+    #[test]
+    fn refused_connections_leave_the_reply_budget_untouched() {
+        let mut config = crate::ServerConfig::default();
+        config.limits.reply_budget = 1; // any byte left over would read as "over budget"
+        let shared = Shared::new(config);
+        let mut lend = Lend::new(&shared);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for i in 0..200 {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let (stream, peer) = listener.accept().unwrap();
+            stream.set_nonblocking(true).unwrap();
+            let mut conn = Conn::refused(TcpStream::from_std(stream), peer, None, &shared);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut got = Vec::new();
+            let mut closed = false;
+            while !closed {
+                assert!(Instant::now() < deadline, "refusal {i} never closed");
+                match conn.turn(&mut lend, &shared, Share::Full) {
+                    Step::Close(_) => closed = true,
+                    Step::Wait | Step::Yield => {
+                        // The server has sent its FIN: the client reads its refusal to the end
+                        // of stream, then ends its own side, which ends the server's linger.
+                        if got.is_empty() {
+                            client.read_to_end(&mut got).unwrap();
+                            client.shutdown(std::net::Shutdown::Write).unwrap();
+                        }
+                        conn.readable = true;
+                    }
+                }
+            }
+            assert_eq!(got, upcase_core::ErrorReply::TooManyConnections.reply());
+            conn.finish(&shared);
+            assert!(!shared.over_budget(), "after {} refusals", i + 1);
+        }
+        assert_eq!(shared.snapshot_buffered(), 0);
+    }
 }

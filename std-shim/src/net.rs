@@ -120,6 +120,8 @@ pub(crate) fn configure_stream(
     cfg: &SocketOptions,
 ) -> io::Result<()> {
     let stream = SockRef::from(stream);
+    // Urgent data is data, in its place in the stream (PROTOCOL.md §2).
+    stream.set_out_of_band_inline(true)?;
     stream.set_tcp_nodelay(cfg.nodelay)?;
     if let Some(k) = cfg.keepalive {
         let params = TcpKeepalive::new()

@@ -176,6 +176,12 @@ impl Shared {
         }
     }
 
+    /// Reply bytes buffered for slow readers now, across all connections.
+    #[cfg(test)]
+    pub(crate) fn snapshot_buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
     /// Whether the reply budget is spent: connections then read in small steps.
     pub(crate) fn over_budget(&self) -> bool {
         self.buffered.load(Ordering::Relaxed) >= self.config.limits.reply_budget

@@ -11,7 +11,7 @@
 //! are bounded by the server-wide reply budget. Each worker has one read buffer (64 KiB plus the
 //! longest line) and one staging buffer (64 KiB), lent to the connection it is serving.
 
-use crate::conn::{Conn, Lend, Step, Why, read_buffer};
+use crate::conn::{Conn, Lend, Share, Step, Why, read_buffer};
 use crate::net;
 use crate::shared::{Counters, Shared};
 use crate::transform::DynTransform;
@@ -226,11 +226,11 @@ impl<'s> Worker<'s> {
     /// Serves connection or UDP socket `t` for one turn, and keeps a panic of the user's
     /// transform to that one connection or datagram.
     fn serve(&mut self, t: Token) {
-        self.serve_turn(t, false);
+        self.serve_turn(t, Share::Full);
     }
 
-    /// [`serve`](Self::serve), with a `short` turn for a connection: one small read.
-    fn serve_turn(&mut self, t: Token, short: bool) {
+    /// [`serve`](Self::serve), with a connection's `share` of the worker.
+    fn serve_turn(&mut self, t: Token, share: Share) {
         let shared = self.shared;
         if t.0 >= FIRST_SPECIAL {
             let Some(e) = self.udp.get_mut(t.0 - FIRST_SPECIAL) else {
@@ -253,7 +253,7 @@ impl<'s> Worker<'s> {
             return;
         };
         let lend = &mut self.lend;
-        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, short))) {
+        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, share))) {
             Ok(step) => step,
             Err(_) => {
                 Counters::add(&shared.counters.panics, 1);
@@ -325,7 +325,7 @@ impl<'s> Worker<'s> {
                     if let Some(Some(c)) = self.conns.get_mut(k) {
                         c.note_event(ev);
                         if c.is_idle() {
-                            self.serve_turn(Token(k), true);
+                            self.serve_turn(Token(k), Share::Short);
                         } else {
                             self.ready.push_back(Token(k));
                         }
@@ -419,11 +419,17 @@ impl<'s> Worker<'s> {
                 .and_then(|ms| shared.now_ms().checked_add(ms));
             Conn::refused(stream, peer, deadline, shared)
         };
+        self.insert(conn);
+    }
+
+    /// Watches a new connection and serves it at once: its first bytes (or its refusal) need no
+    /// other event.
+    fn insert(&mut self, mut conn: Conn) {
+        let peer = conn.peer;
         let k = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        let mut conn = conn;
         if let Err(e) =
             self.poll
                 .registry()
@@ -435,7 +441,6 @@ impl<'s> Worker<'s> {
             return;
         }
         self.conns[k] = Some(conn);
-        // Serve it now: its first bytes (or the refusal) need no other event.
         self.serve(Token(k));
     }
 
@@ -444,8 +449,28 @@ impl<'s> Worker<'s> {
     fn begin_drain(&mut self) {
         let deadline = Instant::now().checked_add(self.shared.config.runtime.drain_timeout);
         self.draining = Some(deadline);
+        let deadline_ms = deadline.map(|d| self.shared.ms_at(d));
+        // Connections the kernel completed but the server never accepted would be reset when
+        // the last listener closes: they are accepted now and closed gracefully, unanswered
+        // (nothing of them was received when the shutdown began; PROTOCOL.md §2.5).
+        let mut backlog = Vec::new();
         for mut l in self.listeners.drain(..) {
+            while backlog.len() < MAX_REFUSED_CLOSING {
+                match l.accept() {
+                    Ok(accepted) => backlog.push(accepted),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             let _ = self.poll.registry().deregister(&mut l);
+        }
+        for (stream, peer) in backlog {
+            tracing::debug!(%peer, "accepted from the backlog at shutdown: closed unanswered");
+            let mut c = Conn::new(stream, peer, DynTransform::unused(), self.shared);
+            c.counted = false;
+            c.begin_drain(deadline_ms, self.shared);
+            self.refused_closing += 1;
+            self.insert(c);
         }
         for mut e in self.udp.drain(..) {
             let _ = self.poll.registry().deregister(&mut e.socket);
@@ -453,7 +478,7 @@ impl<'s> Worker<'s> {
         self.ready.retain(|t| t.0 < FIRST_SPECIAL);
         for k in 0..self.conns.len() {
             if let Some(Some(c)) = self.conns.get_mut(k) {
-                c.begin_drain(deadline.map(|d| self.shared.ms_at(d)), self.shared);
+                c.begin_drain(deadline_ms, self.shared);
                 self.ready.push_back(Token(k));
             }
         }
