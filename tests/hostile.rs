@@ -604,3 +604,64 @@ fn slow_readers(extra: &[&str]) {
     );
     assert!(peak_kib <= 64 * 1024, "server peak RSS {peak_kib} KiB");
 }
+
+/// Issue 19, item 3: a refused connection that keeps sending was discarded until its socket
+/// would block, with no cap per turn, so with one worker an honest client's worst reply took
+/// 416–1,188 ms (15–65 ms beside the same flooder served). Discarding now takes a turn's share
+/// like serving does. Both worst round trips are printed for the note.
+#[test]
+fn a_refused_flooder_cannot_keep_the_worker_to_itself() {
+    for refused in [true, false] {
+        // With a cap of 1 the flooder, which connects second, is refused; with 2, served.
+        let cap = if refused { "1" } else { "2" };
+        let server = ServerProc::start(&[
+            "--tcp",
+            "127.0.0.1:0",
+            "--no-udp",
+            "--workers",
+            "1",
+            "--max-conns",
+            cap,
+            "--linger-timeout",
+            "60",
+        ]);
+        let addr = server.tcp[0];
+        let mut honest = TcpClient::connect(addr, LIMIT).unwrap();
+        assert_eq!(honest.request(b"first").unwrap(), b"FIRST");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let worst = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut flooder = connect(addr);
+                // A served flooder stops being read once its replies back up: a write that
+                // waits that long ends the flood.
+                flooder
+                    .set_write_timeout(Some(Duration::from_secs(1)))
+                    .unwrap();
+                let chunk = b"flood flood flood\n".repeat(16 << 20 >> 4);
+                // Bounded by time: until the honest client is done, or 20 s.
+                let started = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < LIMIT
+                {
+                    if flooder.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut worst = Duration::ZERO;
+            for i in 0..2000u32 {
+                let line = format!("honest {i}");
+                let t = Instant::now();
+                assert_eq!(
+                    honest.request(line.as_bytes()).unwrap(),
+                    line.to_uppercase().as_bytes()
+                );
+                worst = worst.max(t.elapsed());
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            worst
+        });
+        let kind = if refused { "refused" } else { "served" };
+        println!("beside a {kind} flooder: worst round trip {worst:?}");
+        assert!(worst < Duration::from_millis(500), "{kind}: {worst:?}");
+    }
+}
