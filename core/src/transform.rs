@@ -120,11 +120,15 @@ impl Uppercase {
     }
 
     /// Copies held output into `out`; returns bytes written.
+    #[inline(never)]
     fn drain_pending(&mut self, out: &mut [u8]) -> usize {
         if self.pending_len == 0 {
             return 0;
         }
-        let held = &self.pending[usize::from(self.pending_pos)..usize::from(self.pending_len)];
+        let held = self
+            .pending
+            .get(usize::from(self.pending_pos)..usize::from(self.pending_len))
+            .unwrap_or_default();
         let n = held.len().min(out.len());
         out[..n].copy_from_slice(&held[..n]);
         // n <= 6, so the cast cannot truncate.
@@ -157,32 +161,36 @@ impl Uppercase {
         }
         let mut buf = [0u8; MAX_CHAR_EXPANSION];
         let len = write_upper(c, &mut buf);
-        self.emit(&buf[..len], out)
+        self.emit(buf.get(..len).unwrap_or_default(), out)
     }
 
     /// Tries to complete the carried sequence with bytes from `input`. Returns progress.
     fn resume_carry(&mut self, input: &[u8], out: &mut [u8]) -> Progress {
-        let held = usize::from(self.carry_len);
-        let need = utf8::width(self.carry[0]);
+        // The sequence so far: the carry, then the bytes read here. `need` is at most 4 and
+        // `have` stays below it in the loop, so every index below is in bounds by its type.
         let mut seq = [0u8; 4];
-        seq[..held].copy_from_slice(&self.carry[..held]);
-        let mut have = held;
+        seq[..MAX_CARRY].copy_from_slice(&self.carry);
+        let mut have = usize::from(self.carry_len).min(MAX_CARRY);
+        let need = utf8::width(self.carry[0]).min(seq.len());
         let mut read = 0;
         while have < need {
             let Some(&b) = input.get(read) else {
-                // Still incomplete: keep carrying what we read.
-                self.carry[held..have].copy_from_slice(&seq[held..have]);
+                // Still incomplete (so `have` is at most 3): keep carrying what we read.
+                self.carry.copy_from_slice(&seq[..MAX_CARRY]);
                 self.carry_len = have as u8;
                 return Progress { read, written: 0 };
             };
-            if !utf8::continues(&seq[..have], b) {
+            if !utf8::continues(self.carry[0], have, b) {
                 // Broken sequence: the held bytes are invalid and go out verbatim; `b` is not
                 // consumed and starts afresh on the next step.
                 self.carry_len = 0;
-                let written = self.emit(&seq[..have], out);
+                let held = seq.get(..have).unwrap_or_default(); // always: `have < need <= 4`
+                let written = self.emit(held, out);
                 return Progress { read, written };
             }
-            seq[have] = b;
+            if let Some(slot) = seq.get_mut(have) {
+                *slot = b; // always: `have < need <= 4`
+            }
             have += 1;
             read += 1;
         }
@@ -301,7 +309,7 @@ fn decode_at(s: &[u8], i: usize) -> Option<(char, usize)> {
     let b0 = *s.get(i)?;
     let len = utf8::width(b0);
     let seq = s.get(i..i + len).filter(|seq| seq.len() > 1)?;
-    if !utf8::continues(&seq[..1], seq[1]) {
+    if !utf8::continues(b0, 1, seq[1]) {
         return None;
     }
     // Spelled out per length: this is the hot loop for non-ASCII text.
@@ -392,16 +400,19 @@ impl Transform for Uppercase {
             return Progress { read, written };
         }
         if self.carry_len != 0 {
-            let p = self.resume_carry(input, &mut output[written..]);
+            let out = output.get_mut(written..).unwrap_or_default();
+            let p = self.resume_carry(input, out);
             read += p.read;
             written += p.written;
             if self.carry_len != 0 || self.pending_len != 0 {
                 return Progress { read, written };
             }
         }
-        while read < input.len() && written < output.len() {
-            let rest = &input[read..];
-            let out = &mut output[written..];
+        // While input is left and the output has room (`get`, not an index: the compiler does
+        // not always carry `read < input.len()` from a loop condition to the slice below).
+        while let (Some(rest @ [_, ..]), Some(out @ [_, ..])) =
+            (input.get(read..), output.get_mut(written..))
+        {
             // The fast loop takes every complete, valid character while the output has room
             // for any of them; it stops at the first thing it leaves to the careful steps
             // below (invalid bytes, a sequence cut by the end of the input, a full output).
@@ -424,6 +435,8 @@ impl Transform for Uppercase {
                     read += len;
                 }
                 utf8::Step::Invalid(len) => {
+                    // `next` reports at most the bytes it looked at: `len <= rest.len()`.
+                    let len = len.min(rest.len());
                     written += self.emit(&rest[..len], out);
                     read += len;
                 }
@@ -448,10 +461,11 @@ impl Transform for Uppercase {
         }
         let mut written = self.drain_pending(output);
         if self.pending_len == 0 && self.carry_len != 0 {
-            let held = usize::from(self.carry_len);
+            let held = usize::from(self.carry_len).min(MAX_CARRY);
             self.carry_len = 0;
             let carry = self.carry;
-            written += self.emit(&carry[..held], &mut output[written..]);
+            let out = output.get_mut(written..).unwrap_or_default();
+            written += self.emit(&carry[..held], out);
         }
         written
     }
@@ -509,13 +523,14 @@ mod utf8 {
         }
     }
 
-    /// Whether `b` may follow the (valid, incomplete) prefix `seq`.
-    pub(super) fn continues(seq: &[u8], b: u8) -> bool {
-        let range = match (seq.len(), seq.first()) {
-            (1, Some(0xE0)) => 0xA0..=0xBF,
-            (1, Some(0xED)) => 0x80..=0x9F,
-            (1, Some(0xF0)) => 0x90..=0xBF,
-            (1, Some(0xF4)) => 0x80..=0x8F,
+    /// Whether `b` may follow a valid, incomplete prefix of `have` bytes that starts with
+    /// `lead`. (Only the lead byte and the length matter, so no slice is needed.)
+    pub(super) fn continues(lead: u8, have: usize, b: u8) -> bool {
+        let range = match (have, lead) {
+            (1, 0xE0) => 0xA0..=0xBF,
+            (1, 0xED) => 0x80..=0x9F,
+            (1, 0xF0) => 0x90..=0xBF,
+            (1, 0xF4) => 0x80..=0x8F,
             _ => 0x80..=0xBF,
         };
         range.contains(&b)
@@ -549,11 +564,12 @@ mod utf8 {
         while have < need {
             match s.get(have) {
                 None => return Step::Incomplete,
-                Some(&b) if continues(&s[..have], b) => have += 1,
+                Some(&b) if continues(lead, have, b) => have += 1,
                 Some(_) => return Step::Invalid(have),
             }
         }
-        match decode(&s[..need]) {
+        // The loop read `s[need - 1]`, so `get` always succeeds.
+        match s.get(..need).and_then(decode) {
             Some(c) => Step::Char(c, need),
             None => Step::Invalid(need),
         }
