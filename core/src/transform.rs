@@ -233,8 +233,8 @@ fn write_upper(c: char, out: &mut [u8]) -> usize {
         dst.copy_from_slice(b"SS"); // the one special casing common in running text
         return 2;
     }
-    if is_caseless(c) {
-        return c.encode_utf8(out).len();
+    if let (true, Some(dst)) = (is_caseless(c), out.get_mut(..c.len_utf8())) {
+        return c.encode_utf8(dst).len();
     }
     write_upper_slow(c, out)
 }
@@ -336,16 +336,19 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
         return (0, 0);
     }
     let (mut i, mut o) = (0, 0);
-    while i < input.len() && out.len() - o >= MAX_CHAR_EXPANSION {
-        let b0 = input[i];
+    // While input is left and `room` holds at least MAX_CHAR_EXPANSION (6) bytes: the slice
+    // patterns are the loop's bounds, and every index below is within them.
+    while let (Some(rest @ &[b0, ..]), Some(room @ [_, _, _, _, _, _, ..])) =
+        (input.get(i..), out.get_mut(o..))
+    {
         if b0 < 0x80 {
             // A lone ASCII byte inline; a run of them through the wide loop.
-            if input.get(i + 1).is_some_and(|b| b.is_ascii()) {
-                let n = ascii_upper_run(&input[i..], &mut out[o..]);
+            if rest.get(1).is_some_and(|b| b.is_ascii()) {
+                let n = ascii_upper_run(rest, room);
                 i += n;
                 o += n;
             } else {
-                out[o] = b0.to_ascii_uppercase();
+                room[0] = b0.to_ascii_uppercase();
                 i += 1;
                 o += 1;
             }
@@ -353,27 +356,27 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
         }
         // Two-byte letters with a two-byte mapping (Latin, Greek, Cyrillic): no detour
         // through the general decoder.
-        if let (0xC2..=0xDF, Some(&b1)) = (b0, input.get(i + 1))
+        if let (0xC2..=0xDF, Some(&b1)) = (b0, rest.get(1))
             && b1 & 0xC0 == 0x80
         {
             let cp = (u32::from(b0 & 0x1F) << 6) | u32::from(b1 & 0x3F);
             if let Some(u) = char::from_u32(cp).and_then(simple_upper) {
                 let u = u as u32;
-                out[o] = 0xC0 | (u >> 6) as u8;
-                out[o + 1] = 0x80 | (u & 0x3F) as u8;
+                room[0] = 0xC0 | (u >> 6) as u8;
+                room[1] = 0x80 | (u & 0x3F) as u8;
                 i += 2;
                 o += 2;
                 continue;
             }
         }
-        let Some((c, len)) = decode_at(input, i) else {
+        let Some((c, len)) = decode_at(rest, 0) else {
             break;
         };
         if len > 2 && is_caseless(c) {
             // CJK, kana, emoji and the like come back as they are.
-            o += c.encode_utf8(&mut out[o..]).len();
+            o += c.encode_utf8(room).len();
         } else {
-            o += write_upper(c, &mut out[o..]);
+            o += write_upper(c, room);
         }
         i += len;
     }
