@@ -214,9 +214,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
 
     /// Moves the buffered bytes to the front of the storage, in non-overlapping pieces: each is
     /// a `memcpy`. (`copy_within` would link `memmove`, 1.5 KiB of flash on a Cortex-M.)
-    ///
-    /// With `shift = start`, the storage up to `end` is a row of `shift`-byte chunks, and the
-    /// buffered bytes start at the second: each chunk is copied into the one before it.
+    /// Each piece is bounded by the slices it copies between (`min`, `get_mut`), so no index
+    /// can fail, and a piece of zero bytes ends the loop.
     fn compact(&mut self) {
         let shift = self.start;
         if shift == 0 {

@@ -122,6 +122,9 @@ impl Uppercase {
     }
 
     /// Copies held output into `out`; returns bytes written.
+    ///
+    /// Out of line: it runs once per `process`/`finish` call, not per byte, and inlined into
+    /// both it cost 200 B of a Cortex-M image's flash.
     #[inline(never)]
     fn drain_pending(&mut self, out: &mut [u8]) -> usize {
         if self.pending_len == 0 {
