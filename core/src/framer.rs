@@ -169,15 +169,25 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
     /// framer that holds nothing can park without memory, and reads nothing until it gets a
     /// storage again.
     pub fn replace_storage(&mut self, mut storage: B) -> Result<B, B> {
-        let held = self.end - self.start;
-        if held > 0 && held >= storage.as_ref().len() {
+        let held = self.buffered_bytes();
+        if !held.is_empty() && held.len() >= storage.as_ref().len() {
             return Err(storage);
         }
-        storage.as_mut()[..held].copy_from_slice(&self.buf.as_ref()[self.start..self.end]);
+        let held_len = held.len();
+        storage.as_mut()[..held_len].copy_from_slice(held);
         self.scanned -= self.start;
         self.start = 0;
-        self.end = held;
+        self.end = held_len;
         Ok(core::mem::replace(&mut self.buf, storage))
+    }
+
+    /// The buffered bytes, `buf[start..end]`. (The positions always lie within the storage;
+    /// `get` lets the compiler see that no index can fail.)
+    fn buffered_bytes(&self) -> &[u8] {
+        self.buf
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or_default()
     }
 
     /// Drops all buffered input and any overlong state.
@@ -201,19 +211,32 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
             self.compact();
         }
         let end = self.end;
-        &mut self.buf.as_mut()[end..]
+        self.buf.as_mut().get_mut(end..).unwrap_or_default()
     }
 
     /// Moves the buffered bytes to the front of the storage, in non-overlapping pieces: each is
     /// a `memcpy`. (`copy_within` would link `memmove`, 1.5 KiB of flash on a Cortex-M.)
+    /// Each piece is bounded by the slices it copies between (`min`, `get_mut`), so no index
+    /// can fail, and a piece of zero bytes ends the loop.
     fn compact(&mut self) {
         let shift = self.start;
+        if shift == 0 {
+            return;
+        }
         let buf = self.buf.as_mut();
-        let mut src = self.start;
-        while src < self.end {
-            let n = (self.end - src).min(shift);
+        let end = self.end.min(buf.len());
+        let mut src = shift;
+        while src < end {
             let (head, tail) = buf.split_at_mut(src);
-            head[src - shift..src - shift + n].copy_from_slice(&tail[..n]);
+            let n = (end - src).min(shift);
+            let Some(dst) = head.get_mut(src - shift..) else {
+                break;
+            };
+            let n = n.min(dst.len()).min(tail.len());
+            if n == 0 {
+                break;
+            }
+            dst[..n].copy_from_slice(&tail[..n]);
             src += n;
         }
         self.end -= shift;
@@ -230,7 +253,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
     /// until the next mutating call.
     pub fn poll(&mut self) -> Frame<'_> {
         match self.poll_range() {
-            Some(Ok(r)) => Frame::Line(&self.buf.as_ref()[r]),
+            Some(Ok(r)) => Frame::Line(self.buf.as_ref().get(r).unwrap_or_default()),
             Some(Err(Overlong)) => Frame::Overlong,
             None => Frame::Partial,
         }
@@ -240,7 +263,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
     pub(crate) fn poll_range(&mut self) -> Option<Result<Range<usize>, Overlong>> {
         let max_line = self.max_line();
         loop {
-            let newline = find_newline(&self.buf.as_ref()[self.scanned..self.end]);
+            let unscanned = self.buf.as_ref().get(self.scanned..self.end);
+            let newline = find_newline(unscanned.unwrap_or_default());
             if self.discarding {
                 match newline {
                     Some(i) => {
@@ -291,7 +315,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> LineFramer<B> {
     /// one and it is not part of an overlong line, then resets. Call [`poll`](Self::poll) until
     /// [`Frame::Partial`] first, or complete lines still buffered are dropped.
     pub fn finish(&mut self) -> Option<&[u8]> {
-        self.finish_range().map(|r| &self.buf.as_ref()[r])
+        self.finish_range()
+            .map(|r| self.buf.as_ref().get(r).unwrap_or_default())
     }
 
     pub(crate) fn finish_range(&mut self) -> Option<Range<usize>> {

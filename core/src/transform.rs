@@ -93,8 +93,10 @@ pub const MAX_CARRY: usize = 3;
 ///
 /// # Panics
 ///
-/// Never. Every index is bounded by a length checked in the same expression, which the
-/// property tests and fuzz targets exercise with arbitrary input and buffer sizes.
+/// Never. Every index is bounded by a length checked in the same expression (or taken with
+/// `get`), so the compiler removes every bounds check: the firmware example's `no-panic` build
+/// links only if no panic path is left. The property tests and fuzz targets exercise it with
+/// arbitrary input and buffer sizes.
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Uppercase {
@@ -120,11 +122,18 @@ impl Uppercase {
     }
 
     /// Copies held output into `out`; returns bytes written.
+    ///
+    /// Out of line: it runs once per `process`/`finish` call, not per byte, and inlined into
+    /// both it cost 200 B of a Cortex-M image's flash.
+    #[inline(never)]
     fn drain_pending(&mut self, out: &mut [u8]) -> usize {
         if self.pending_len == 0 {
             return 0;
         }
-        let held = &self.pending[usize::from(self.pending_pos)..usize::from(self.pending_len)];
+        let held = self
+            .pending
+            .get(usize::from(self.pending_pos)..usize::from(self.pending_len))
+            .unwrap_or_default();
         let n = held.len().min(out.len());
         out[..n].copy_from_slice(&held[..n]);
         // n <= 6, so the cast cannot truncate.
@@ -157,32 +166,36 @@ impl Uppercase {
         }
         let mut buf = [0u8; MAX_CHAR_EXPANSION];
         let len = write_upper(c, &mut buf);
-        self.emit(&buf[..len], out)
+        self.emit(buf.get(..len).unwrap_or_default(), out)
     }
 
     /// Tries to complete the carried sequence with bytes from `input`. Returns progress.
     fn resume_carry(&mut self, input: &[u8], out: &mut [u8]) -> Progress {
-        let held = usize::from(self.carry_len);
-        let need = utf8::width(self.carry[0]);
+        // The sequence so far: the carry, then the bytes read here. `need` is at most 4 and
+        // `have` stays below it in the loop, so every index below is in bounds by its type.
         let mut seq = [0u8; 4];
-        seq[..held].copy_from_slice(&self.carry[..held]);
-        let mut have = held;
+        seq[..MAX_CARRY].copy_from_slice(&self.carry);
+        let mut have = usize::from(self.carry_len).min(MAX_CARRY);
+        let need = utf8::width(self.carry[0]).min(seq.len());
         let mut read = 0;
         while have < need {
             let Some(&b) = input.get(read) else {
-                // Still incomplete: keep carrying what we read.
-                self.carry[held..have].copy_from_slice(&seq[held..have]);
+                // Still incomplete (so `have` is at most 3): keep carrying what we read.
+                self.carry.copy_from_slice(&seq[..MAX_CARRY]);
                 self.carry_len = have as u8;
                 return Progress { read, written: 0 };
             };
-            if !utf8::continues(&seq[..have], b) {
+            if !utf8::continues(self.carry[0], have, b) {
                 // Broken sequence: the held bytes are invalid and go out verbatim; `b` is not
                 // consumed and starts afresh on the next step.
                 self.carry_len = 0;
-                let written = self.emit(&seq[..have], out);
+                let held = seq.get(..have).unwrap_or_default(); // always: `have < need <= 4`
+                let written = self.emit(held, out);
                 return Progress { read, written };
             }
-            seq[have] = b;
+            if let Some(slot) = seq.get_mut(have) {
+                *slot = b; // always: `have < need <= 4`
+            }
             have += 1;
             read += 1;
         }
@@ -225,8 +238,8 @@ fn write_upper(c: char, out: &mut [u8]) -> usize {
         dst.copy_from_slice(b"SS"); // the one special casing common in running text
         return 2;
     }
-    if is_caseless(c) {
-        return c.encode_utf8(out).len();
+    if let (true, Some(dst)) = (is_caseless(c), out.get_mut(..c.len_utf8())) {
+        return c.encode_utf8(dst).len();
     }
     write_upper_slow(c, out)
 }
@@ -301,7 +314,7 @@ fn decode_at(s: &[u8], i: usize) -> Option<(char, usize)> {
     let b0 = *s.get(i)?;
     let len = utf8::width(b0);
     let seq = s.get(i..i + len).filter(|seq| seq.len() > 1)?;
-    if !utf8::continues(&seq[..1], seq[1]) {
+    if !utf8::continues(b0, 1, seq[1]) {
         return None;
     }
     // Spelled out per length: this is the hot loop for non-ASCII text.
@@ -328,16 +341,19 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
         return (0, 0);
     }
     let (mut i, mut o) = (0, 0);
-    while i < input.len() && out.len() - o >= MAX_CHAR_EXPANSION {
-        let b0 = input[i];
+    // While input is left and `room` holds at least MAX_CHAR_EXPANSION (6) bytes: the slice
+    // patterns are the loop's bounds, and every index below is within them.
+    while let (Some(rest @ &[b0, ..]), Some(room @ [_, _, _, _, _, _, ..])) =
+        (input.get(i..), out.get_mut(o..))
+    {
         if b0 < 0x80 {
             // A lone ASCII byte inline; a run of them through the wide loop.
-            if input.get(i + 1).is_some_and(|b| b.is_ascii()) {
-                let n = ascii_upper_run(&input[i..], &mut out[o..]);
+            if rest.get(1).is_some_and(|b| b.is_ascii()) {
+                let n = ascii_upper_run(rest, room);
                 i += n;
                 o += n;
             } else {
-                out[o] = b0.to_ascii_uppercase();
+                room[0] = b0.to_ascii_uppercase();
                 i += 1;
                 o += 1;
             }
@@ -345,27 +361,27 @@ fn fast_run(input: &[u8], out: &mut [u8]) -> (usize, usize) {
         }
         // Two-byte letters with a two-byte mapping (Latin, Greek, Cyrillic): no detour
         // through the general decoder.
-        if let (0xC2..=0xDF, Some(&b1)) = (b0, input.get(i + 1))
+        if let (0xC2..=0xDF, Some(&b1)) = (b0, rest.get(1))
             && b1 & 0xC0 == 0x80
         {
             let cp = (u32::from(b0 & 0x1F) << 6) | u32::from(b1 & 0x3F);
             if let Some(u) = char::from_u32(cp).and_then(simple_upper) {
                 let u = u as u32;
-                out[o] = 0xC0 | (u >> 6) as u8;
-                out[o + 1] = 0x80 | (u & 0x3F) as u8;
+                room[0] = 0xC0 | (u >> 6) as u8;
+                room[1] = 0x80 | (u & 0x3F) as u8;
                 i += 2;
                 o += 2;
                 continue;
             }
         }
-        let Some((c, len)) = decode_at(input, i) else {
+        let Some((c, len)) = decode_at(rest, 0) else {
             break;
         };
         if len > 2 && is_caseless(c) {
             // CJK, kana, emoji and the like come back as they are.
-            o += c.encode_utf8(&mut out[o..]).len();
+            o += c.encode_utf8(room).len();
         } else {
-            o += write_upper(c, &mut out[o..]);
+            o += write_upper(c, room);
         }
         i += len;
     }
@@ -392,16 +408,19 @@ impl Transform for Uppercase {
             return Progress { read, written };
         }
         if self.carry_len != 0 {
-            let p = self.resume_carry(input, &mut output[written..]);
+            let out = output.get_mut(written..).unwrap_or_default();
+            let p = self.resume_carry(input, out);
             read += p.read;
             written += p.written;
             if self.carry_len != 0 || self.pending_len != 0 {
                 return Progress { read, written };
             }
         }
-        while read < input.len() && written < output.len() {
-            let rest = &input[read..];
-            let out = &mut output[written..];
+        // While input is left and the output has room (`get`, not an index: the compiler does
+        // not always carry `read < input.len()` from a loop condition to the slice below).
+        while let (Some(rest @ [_, ..]), Some(out @ [_, ..])) =
+            (input.get(read..), output.get_mut(written..))
+        {
             // The fast loop takes every complete, valid character while the output has room
             // for any of them; it stops at the first thing it leaves to the careful steps
             // below (invalid bytes, a sequence cut by the end of the input, a full output).
@@ -424,6 +443,8 @@ impl Transform for Uppercase {
                     read += len;
                 }
                 utf8::Step::Invalid(len) => {
+                    // `next` reports at most the bytes it looked at: `len <= rest.len()`.
+                    let len = len.min(rest.len());
                     written += self.emit(&rest[..len], out);
                     read += len;
                 }
@@ -448,10 +469,11 @@ impl Transform for Uppercase {
         }
         let mut written = self.drain_pending(output);
         if self.pending_len == 0 && self.carry_len != 0 {
-            let held = usize::from(self.carry_len);
+            let held = usize::from(self.carry_len).min(MAX_CARRY);
             self.carry_len = 0;
             let carry = self.carry;
-            written += self.emit(&carry[..held], &mut output[written..]);
+            let out = output.get_mut(written..).unwrap_or_default();
+            written += self.emit(&carry[..held], out);
         }
         written
     }
@@ -509,13 +531,14 @@ mod utf8 {
         }
     }
 
-    /// Whether `b` may follow the (valid, incomplete) prefix `seq`.
-    pub(super) fn continues(seq: &[u8], b: u8) -> bool {
-        let range = match (seq.len(), seq.first()) {
-            (1, Some(0xE0)) => 0xA0..=0xBF,
-            (1, Some(0xED)) => 0x80..=0x9F,
-            (1, Some(0xF0)) => 0x90..=0xBF,
-            (1, Some(0xF4)) => 0x80..=0x8F,
+    /// Whether `b` may follow a valid, incomplete prefix of `have` bytes that starts with
+    /// `lead`. (Only the lead byte and the length matter, so no slice is needed.)
+    pub(super) fn continues(lead: u8, have: usize, b: u8) -> bool {
+        let range = match (have, lead) {
+            (1, 0xE0) => 0xA0..=0xBF,
+            (1, 0xED) => 0x80..=0x9F,
+            (1, 0xF0) => 0x90..=0xBF,
+            (1, 0xF4) => 0x80..=0x8F,
             _ => 0x80..=0xBF,
         };
         range.contains(&b)
@@ -549,11 +572,12 @@ mod utf8 {
         while have < need {
             match s.get(have) {
                 None => return Step::Incomplete,
-                Some(&b) if continues(&s[..have], b) => have += 1,
+                Some(&b) if continues(lead, have, b) => have += 1,
                 Some(_) => return Step::Invalid(have),
             }
         }
-        match decode(&s[..need]) {
+        // The loop read `s[need - 1]`, so `get` always succeeds.
+        match s.get(..need).and_then(decode) {
             Some(c) => Step::Char(c, need),
             None => Step::Invalid(need),
         }

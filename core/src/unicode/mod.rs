@@ -37,7 +37,10 @@ impl Iterator for Upper {
     type Item = char;
 
     fn next(&mut self) -> Option<char> {
-        let c = *self.chars[..usize::from(self.len)].get(usize::from(self.pos))?;
+        if self.pos >= self.len {
+            return None;
+        }
+        let c = *self.chars.get(usize::from(self.pos))?;
         self.pos += 1;
         Some(c)
     }
@@ -67,9 +70,9 @@ pub(crate) fn upper(c: char) -> Upper {
             }
         }
     }
-    if let Ok(i) = EXPANSIONS.binary_search_by_key(&cp, |e| u32::from(e[0])) {
+    let found = EXPANSIONS.binary_search_by_key(&cp, |e| u32::from(e[0]));
+    if let Some(&[_, a, b, z]) = found.ok().and_then(|i| EXPANSIONS.get(i)) {
         // Two or three characters, all in the BMP and none a surrogate (the generator checks).
-        let [_, a, b, z] = EXPANSIONS[i];
         let ch = |u: u16| char::from_u32(u32::from(u)).unwrap_or('\0');
         return Upper {
             chars: [ch(a), ch(b), ch(z)],

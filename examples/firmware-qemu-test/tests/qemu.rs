@@ -1,11 +1,15 @@
 //! Runs the firmware image under QEMU's lm3s6965evb, for each of the four variants (Cortex-M3
-//! and Cortex-M0, full Unicode and ASCII-only), and the M3 image served by the async driver:
+//! and Cortex-M0, full Unicode and ASCII-only), and the M3 image served by the async driver.
+//! Every image is built with `no-panic`, so each one run here is also one the linker proved
+//! free of panic paths:
 //!
 //! - piped input ended by EOT, checked byte for byte against the house's reference model
 //!   (`upcase_model`) with the UART's line ends (`PROTOCOL.md` §4);
 //! - typed input: a line ended by a lone CR (a terminal's Enter) gets its reply at once, before
 //!   EOT, within a bounded wait;
-//! - the flash budget: `size`'s text of the release image, vector table included.
+//! - the flash budget: `size`'s text of the release image, vector table included;
+//! - `no-panic` changes no byte of the flash image;
+//! - the stack high-water mark of a whole session (the `report` build), against a budget.
 //!
 //! Needs `qemu-system-arm` and the thumb targets; `scripts/ci.sh` installs both.
 
@@ -25,6 +29,8 @@ const EOT: u8 = 0x04;
 const QEMU_LIMIT: Duration = Duration::from_secs(60);
 /// Upper bound on the wait for the reply to one typed line (QEMU boots in well under a second).
 const TYPED_WAIT: Duration = Duration::from_secs(10);
+/// The stack budget of a whole session, every variant (the README's figures are below it).
+const MAX_STACK: u64 = 400;
 
 /// One image variant.
 #[derive(Clone, Copy)]
@@ -32,7 +38,7 @@ struct Variant {
     target: &'static str,
     cpu: &'static str,
     unicode: bool,
-    /// Further firmware features.
+    /// Further firmware features, comma-separated.
     features: &'static str,
     /// The flash budget (issue 14): `size` text, vector table included.
     max_text: u64,
@@ -42,34 +48,34 @@ const M3_UNICODE: Variant = Variant {
     target: "thumbv7m-none-eabi",
     cpu: "cortex-m3",
     unicode: true,
-    features: "",
+    features: "no-panic",
     max_text: 8 * 1024,
 };
 const M3_ASCII: Variant = Variant {
     target: "thumbv7m-none-eabi",
     cpu: "cortex-m3",
     unicode: false,
-    features: "",
+    features: "no-panic",
     max_text: 3 * 1024,
 };
 const M0_UNICODE: Variant = Variant {
     target: "thumbv6m-none-eabi",
     cpu: "cortex-m0",
     unicode: true,
-    features: "",
+    features: "no-panic",
     max_text: 8 * 1024 + 512,
 };
 const M0_ASCII: Variant = Variant {
     target: "thumbv6m-none-eabi",
     cpu: "cortex-m0",
     unicode: false,
-    features: "",
+    features: "no-panic",
     max_text: 3 * 1024,
 };
 
 /// The M3 image served by the core's async driver (`--features async`).
 const M3_ASYNC: Variant = Variant {
-    features: "async",
+    features: "no-panic,async",
     ..M3_UNICODE
 };
 
@@ -92,6 +98,8 @@ fn build(v: Variant) -> PathBuf {
         cmd.args(["--features", v.features]);
     }
     let status = cmd.status().expect("cargo runs");
+    // With `no-panic`, a failed link here means a panic path is left in the image: the build
+    // output above says "undefined symbol: upcase_firmware_no_panic_proof_failed_...".
     assert!(status.success(), "firmware build failed for {}", name(v));
     // Each variant has its own file, so later builds do not overwrite earlier images.
     let built = firmware_dir()
@@ -106,11 +114,16 @@ fn build(v: Variant) -> PathBuf {
 }
 
 fn name(v: Variant) -> String {
-    format!(
+    let mut name = format!(
         "{}-{}",
         v.target,
         if v.unicode { "unicode" } else { "ascii" }
-    )
+    );
+    for feature in v.features.split(',').filter(|f| !f.is_empty()) {
+        name.push('-');
+        name.push_str(feature);
+    }
+    name
 }
 
 /// Starts `image` on `cpu`, the UART on the child's stdin and stdout.
@@ -334,9 +347,17 @@ fn cortex_m0_ascii_only() {
     check_image(M0_ASCII);
 }
 
-/// `size`'s three figures (Berkeley format) of an ELF32 little-endian image: text (allocated,
-/// not writable: code, read-only data and the vector table), data, bss.
-fn size(image: &Path) -> (u64, u64, u64) {
+/// One allocated section of an ELF image.
+struct Section {
+    writable: bool,
+    nobits: bool,
+    addr: u64,
+    bytes: Vec<u8>,
+}
+
+/// The allocated sections (those a loader places in memory) of an ELF32 little-endian image,
+/// with their contents (empty for `.bss`-like sections, which take no file space).
+fn sections(image: &Path) -> Vec<Section> {
     let elf = std::fs::read(image).expect("read image");
     assert_eq!(
         &elf[..6],
@@ -349,22 +370,51 @@ fn size(image: &Path) -> (u64, u64, u64) {
     const SHF_WRITE: u64 = 1;
     const SHF_ALLOC: u64 = 2;
     const SHT_NOBITS: u64 = 8;
-    let (mut text, mut data, mut bss) = (0, 0, 0);
+    let mut found = Vec::new();
     for i in 0..shnum {
         let sh = (shoff + i * shentsize) as usize;
-        let (kind, flags, len) = (u32_at(sh + 4), u32_at(sh + 8), u32_at(sh + 20));
-        match (
-            flags & SHF_ALLOC != 0,
-            flags & SHF_WRITE != 0,
-            kind == SHT_NOBITS,
-        ) {
-            (false, _, _) => {}
-            (true, _, true) => bss += len,
-            (true, true, false) => data += len,
-            (true, false, false) => text += len,
+        let (kind, flags, addr) = (u32_at(sh + 4), u32_at(sh + 8), u32_at(sh + 12));
+        let (offset, len) = (u32_at(sh + 16) as usize, u32_at(sh + 20) as usize);
+        if flags & SHF_ALLOC == 0 {
+            continue;
+        }
+        let nobits = kind == SHT_NOBITS;
+        found.push(Section {
+            writable: flags & SHF_WRITE != 0,
+            nobits,
+            addr,
+            bytes: if nobits {
+                vec![0; len]
+            } else {
+                elf[offset..offset + len].to_vec()
+            },
+        });
+    }
+    found
+}
+
+/// `size`'s three figures (Berkeley format) of an ELF32 little-endian image: text (allocated,
+/// not writable: code, read-only data and the vector table), data, bss.
+fn size(image: &Path) -> (u64, u64, u64) {
+    let (mut text, mut data, mut bss) = (0, 0, 0);
+    for s in sections(image) {
+        let len = s.bytes.len() as u64;
+        match (s.writable, s.nobits) {
+            (_, true) => bss += len,
+            (true, false) => data += len,
+            (false, false) => text += len,
         }
     }
     (text, data, bss)
+}
+
+/// What a flasher writes: each allocated section that takes file space, its address and bytes.
+fn flash_image(image: &Path) -> Vec<(u64, Vec<u8>)> {
+    sections(image)
+        .into_iter()
+        .filter(|s| !s.nobits && !s.bytes.is_empty())
+        .map(|s| (s.addr, s.bytes))
+        .collect()
 }
 
 /// The flash budgets of issue 14: full Unicode in 8 KiB on a Cortex-M3 (8.5 KiB on a
@@ -375,7 +425,7 @@ fn flash_budgets() {
     for v in [M3_UNICODE, M3_ASCII, M3_ASYNC, M0_UNICODE, M0_ASCII] {
         let (text, data, bss) = size(&build(v));
         eprintln!(
-            "{:<36} text {text:>6}  data {data:>4}  bss {bss:>5}",
+            "{:<48} text {text:>6}  data {data:>4}  bss {bss:>5}",
             name(v)
         );
         if text + data > v.max_text {
@@ -388,4 +438,73 @@ fn flash_budgets() {
         }
     }
     assert!(over.is_empty(), "over the flash budget: {over:?}");
+}
+
+/// `no-panic` swaps the panic handler for a call the linker cannot resolve, and the optimiser
+/// drops that handler from a panic-free image: the flash image is the same, byte for byte, as
+/// without the feature. So the image the linker proved is the one the other tests run.
+#[test]
+fn no_panic_changes_no_flash_byte() {
+    for v in [M3_UNICODE, M3_ASCII] {
+        let plain = Variant { features: "", ..v };
+        let proven = flash_image(&build(v));
+        assert!(
+            proven.iter().map(|(_, b)| b.len()).sum::<usize>() > 1024,
+            "{}: an image of code",
+            name(v)
+        );
+        assert!(
+            proven == flash_image(&build(plain)),
+            "{}: the flash image differs from the one built without no-panic",
+            name(v)
+        );
+    }
+}
+
+/// The stack high-water mark of a whole session, from the `report` build (the stack is painted
+/// at boot and scanned at EOT, and the summary follows the replies on the UART), over every
+/// case above in one session. Prints the figures the README gives, with the rate of QEMU's
+/// UART model; fails over [`MAX_STACK`].
+#[test]
+fn stack_high_water() {
+    let input = cases()
+        .into_iter()
+        .map(|(_, case)| case)
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    let mut over = Vec::new();
+    for v in [M3_UNICODE, M3_ASCII, M3_ASYNC, M0_UNICODE, M0_ASCII] {
+        let v = Variant {
+            features: String::leak(format!("{},report", v.features)),
+            ..v
+        };
+        let mut piped = input.clone();
+        piped.push(EOT);
+        let started = Instant::now();
+        let got = run(&build(v), v.cpu, &piped);
+        let seconds = started.elapsed().as_secs_f64();
+        let want = expected(&input, v.unicode, End::Eof);
+        assert!(got.starts_with(&want), "{}: the replies differ", name(v));
+        let summary = String::from_utf8_lossy(&got[want.len()..]);
+        let field = |key: &str| -> u64 {
+            summary
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.trim_end_matches('B').parse().ok())
+                .unwrap_or_else(|| panic!("{}: no {key} in {summary:?}", name(v)))
+        };
+        let (stack, lines) = (field("stack_high_water="), field("lines="));
+        eprintln!(
+            "{:<48} stack high-water {stack:>4} B; {lines} lines in {seconds:.1} s, boot \
+             included ({:.0} lines/s through QEMU's UART)",
+            name(v),
+            lines as f64 / seconds
+        );
+        if stack > MAX_STACK {
+            over.push(format!("{}: {stack} B", name(v)));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "over the stack budget of {MAX_STACK} B: {over:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Every `unsafe` of the image lives here: the UART0 registers, the static session, the
-//! image's own `memcpy`, the interrupt table, and (with `report`) the stack painting.
+//! image's own `memcpy`, the interrupt table, (with `report`) the stack painting, and (with
+//! `no-panic`) the undefined function the panic handler calls.
 
 use core::convert::Infallible;
 use core::ptr;
@@ -231,6 +232,21 @@ pub unsafe extern "aapcs" fn __aeabi_memcpy4(dest: *mut u8, src: *const u8, n: u
 pub unsafe extern "aapcs" fn __aeabi_memcpy8(dest: *mut u8, src: *const u8, n: usize) {
     // SAFETY: the caller's contract is `__aeabi_memcpy`'s, and more.
     unsafe { __aeabi_memcpy(dest, src, n) }
+}
+
+/// The `no-panic` feature's panic handler: a call of a function that no object file defines, so
+/// an image that can still panic fails to link with `undefined symbol:
+/// upcase_firmware_no_panic_proof_failed_a_panic_path_is_left`. The optimiser removes the
+/// handler when nothing calls it, so a panic-free image links, and then this never runs.
+#[cfg(feature = "no-panic")]
+pub fn panic_path_left() -> ! {
+    unsafe extern "C" {
+        /// Declared here, defined nowhere, on purpose: see [`panic_path_left`].
+        fn upcase_firmware_no_panic_proof_failed_a_panic_path_is_left() -> !;
+    }
+    // SAFETY: this call is never executed: an image that contains it does not link, so no
+    // image that runs has it.
+    unsafe { upcase_firmware_no_panic_proof_failed_a_panic_path_is_left() }
 }
 
 /// The interrupt vectors after the 16 exception vectors. The image enables no interrupt, and
