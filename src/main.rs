@@ -59,6 +59,10 @@ const LECTURE_JAVA_TCP: &str = "127.0.0.1:6789";
 /// The longest reply `send` accepts: a line of the longest `--max-line` a server can be given,
 /// tripled. Allocated as zeroed memory, so only what replies use is ever touched.
 const MAX_REPLY: usize = 3 * MAX_LINE_LIMIT as usize;
+/// `--keepalive SECS`: the probe interval is SECS too, at most this many seconds.
+const KEEPALIVE_MAX_INTERVAL: u64 = 75;
+/// `--keepalive SECS`: unanswered probes before the connection is dropped.
+const KEEPALIVE_RETRIES: u32 = 5;
 /// The largest `--max-line`.
 const MAX_LINE_LIMIT: u32 = 16 * 1024 * 1024;
 
@@ -353,60 +357,49 @@ fn secs(s: u64) -> Option<Duration> {
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (give_handle, handle) = std::sync::mpsc::channel();
     install_signals(handle)?;
-    let d = ServerConfig::default();
+    let mut config = ServerConfig::new();
     let pick = |given: Vec<String>, off: bool, default: Vec<String>| match (off, given.is_empty()) {
         (true, _) => Vec::new(),
         (false, true) => default,
         (false, false) => given,
     };
-    let config = ServerConfig {
-        addresses: upcase_std::Addresses {
-            tcp: match args.lecture {
-                true => vec![defaults::TCP.to_owned(), LECTURE_JAVA_TCP.to_owned()],
-                false => pick(args.tcp, args.no_tcp, d.addresses.tcp.clone()),
-            },
-            udp: match args.lecture {
-                true => vec![defaults::UDP.to_owned()],
-                false => pick(args.udp, args.no_udp, d.addresses.udp.clone()),
-            },
-        },
-        socket: upcase_std::SocketOptions {
-            backlog: args.backlog,
-            reuse_port: args.reuse_port,
-            only_v6: args.ipv6_only.then_some(true),
-            keepalive: args.keepalive.map(|s| upcase_std::Keepalive {
-                time: Duration::from_secs(s.max(1)),
-                interval: Duration::from_secs(s.clamp(1, 75)),
-                retries: 5,
-            }),
-            recv_buffer_size: args.recv_buffer,
-            send_buffer_size: args.send_buffer,
-            ..d.socket
-        },
-        limits: upcase_std::Limits {
-            framing: match (args.lecture, args.framing) {
-                (false, FramingArg::Lines) => Framing::Lines,
-                (true, _) | (_, FramingArg::Raw) => Framing::Raw,
-            },
-            max_line: args.max_line as usize,
-            max_connections: args.max_conns as usize,
-            reply_budget: args.reply_budget,
-            udp_no_amplify: args.udp_no_amplify,
-            udp_guard: upcase_std::GuardConfig {
-                low_ports: args.udp_allow_low_ports,
-                ..d.limits.udp_guard
-            },
-            ..d.limits
-        },
-        runtime: upcase_std::Runtime {
-            workers: args.workers.map(|w| w as usize),
-            idle_timeout: secs(args.idle_timeout),
-            write_timeout: secs(args.write_timeout),
-            drain_timeout: Duration::from_secs(args.drain_timeout),
-            linger_timeout: Duration::from_secs(args.linger_timeout),
-        },
-        ..d
+    let addresses = &mut config.addresses;
+    if args.lecture {
+        addresses.tcp = vec![defaults::TCP.to_owned(), LECTURE_JAVA_TCP.to_owned()];
+        addresses.udp = vec![defaults::UDP.to_owned()];
+    } else {
+        addresses.tcp = pick(args.tcp, args.no_tcp, std::mem::take(&mut addresses.tcp));
+        addresses.udp = pick(args.udp, args.no_udp, std::mem::take(&mut addresses.udp));
+    }
+    let socket = &mut config.socket;
+    socket.backlog = args.backlog;
+    socket.reuse_port = args.reuse_port;
+    socket.only_v6 = args.ipv6_only.then_some(true);
+    socket.keepalive = args.keepalive.map(|s| {
+        upcase_std::Keepalive::new(
+            Duration::from_secs(s.max(1)),
+            Duration::from_secs(s.clamp(1, KEEPALIVE_MAX_INTERVAL)),
+            KEEPALIVE_RETRIES,
+        )
+    });
+    socket.recv_buffer_size = args.recv_buffer;
+    socket.send_buffer_size = args.send_buffer;
+    let limits = &mut config.limits;
+    limits.framing = match (args.lecture, args.framing) {
+        (false, FramingArg::Lines) => Framing::Lines,
+        (true, _) | (_, FramingArg::Raw) => Framing::Raw,
     };
+    limits.max_line = args.max_line as usize;
+    limits.max_connections = args.max_conns as usize;
+    limits.reply_budget = args.reply_budget;
+    limits.udp_no_amplify = args.udp_no_amplify;
+    limits.udp_guard.low_ports = args.udp_allow_low_ports;
+    let runtime = &mut config.runtime;
+    runtime.workers = args.workers.map(|w| w as usize);
+    runtime.idle_timeout = secs(args.idle_timeout);
+    runtime.write_timeout = secs(args.write_timeout);
+    runtime.drain_timeout = Duration::from_secs(args.drain_timeout);
+    runtime.linger_timeout = Duration::from_secs(args.linger_timeout);
     prepare_process(config.socket.backlog);
     let server = Server::bind(config)?;
     let _ = give_handle.send(server.shutdown_handle());

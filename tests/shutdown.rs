@@ -60,7 +60,7 @@ struct Loaded {
 
 #[test]
 fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing() {
-    const MAX_LINE: usize = 8192;
+    const MAX_LINE: usize = upcase_std::defaults::MAX_LINE;
     // One worker, so that when one connection sees the drain begin, all of them are draining.
     let mut server = ServerProc::start(&[
         "--tcp",
