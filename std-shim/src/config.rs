@@ -469,10 +469,15 @@ impl ServerConfig {
     ///
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let (limits, runtime) = (&self.limits, &self.runtime);
         if self.addresses.tcp.is_empty() && self.addresses.udp.is_empty() {
             return Err(ConfigError::NothingToServe);
         }
+        self.validate_limits()
+    }
+
+    /// [`validate`](Self::validate) but for the addresses, for sockets given by the program.
+    pub(crate) fn validate_limits(&self) -> Result<(), ConfigError> {
+        let (limits, runtime) = (&self.limits, &self.runtime);
         if limits.max_line == 0 {
             return Err(ConfigError::MaxLineZero);
         }
