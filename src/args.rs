@@ -114,8 +114,8 @@ pub(crate) struct ServeArgs {
         defaults::TCP, LECTURE_JAVA_TCP, defaults::UDP
     ))]
     pub(crate) lecture: bool,
-    /// Serve no TCP.
-    #[arg(long, conflicts_with = "tcp")]
+    /// Serve no TCP. With --no-udp too there would be nothing to serve: a usage error.
+    #[arg(long, conflicts_with_all = ["tcp", "no_udp"])]
     pub(crate) no_tcp: bool,
     /// Serve no UDP.
     #[arg(long, conflicts_with = "udp")]

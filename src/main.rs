@@ -1,7 +1,9 @@
 //! `upcase`: the uppercase service's command line. `upcase serve` runs the server (the default
 //! when no subcommand is given); `upcase send` is a client.
 
+mod activation;
 mod args;
+mod notify;
 mod send;
 mod serve;
 

@@ -3,10 +3,12 @@
 
 use crate::Result;
 use crate::args::{FramingArg, LECTURE_JAVA_TCP, ServeArgs};
+use crate::notify::{self, Notifier};
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use upcase_std::{Framing, Server, ServerConfig, defaults};
+use upcase_std::{Framing, Server, ServerConfig, ServerCounters, ServerEvent, defaults};
 
 /// `--keepalive SECS`: the probe interval is SECS too, at most this many seconds.
 const KEEPALIVE_MAX_INTERVAL: u64 = 75;
@@ -68,7 +70,12 @@ fn secs(s: u64) -> Option<Duration> {
 pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (give_handle, handle) = std::sync::mpsc::channel();
     install_signals(handle)?;
+    // Sockets from a service manager replace the default addresses; flags may add more.
+    let inherited = crate::activation::inherited()?;
     let mut config = ServerConfig::new();
+    if inherited.is_some() {
+        config = config.no_tcp().no_udp();
+    }
     let pick = |given: Vec<String>, off: bool, default: Vec<String>| match (off, given.is_empty()) {
         (true, _) => Vec::new(),
         (false, true) => default,
@@ -112,7 +119,15 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.drain_timeout = Duration::from_secs(args.drain_timeout);
     runtime.linger_timeout = Duration::from_secs(args.linger_timeout);
     prepare_process(config.socket.backlog);
-    let server = Server::bind(config)?;
+    let server = match inherited {
+        Some(inherited) => {
+            for socket in &inherited.described {
+                tracing::info!("serving an inherited socket: {socket}");
+            }
+            Server::from_listeners(config, inherited.tcp, inherited.udp)?
+        }
+        None => Server::bind(config)?,
+    };
     let _ = give_handle.send(server.shutdown_handle());
     // The ready signal: one line per socket, and nothing else ever goes to stdout.
     let mut out = std::io::stdout().lock();
@@ -124,6 +139,47 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     drop(out);
-    server.run()?;
+    match Notifier::from_env() {
+        Some(notifier) => run_notifying(server, notifier)?,
+        None => server.run()?,
+    };
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the `STATUS=` line is refreshed while serving.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs `server`, telling the service manager: `READY=1` once every socket is served, the
+/// counters every [`STATUS_EVERY`], and `STOPPING=1` when the drain begins.
+fn run_notifying(server: Server, notifier: Notifier) -> std::io::Result<ServerCounters> {
+    let notifier = Arc::new(notifier);
+    let counters = server.counters_handle();
+    // Dropping the sender ends the status thread at once.
+    let mut refresh: Option<mpsc::Sender<()>> = None;
+    server.run_with(|event| match event {
+        ServerEvent::Serving => {
+            let now = notify::status("serving", &counters.snapshot());
+            notifier.notify(&format!("READY=1\n{now}"));
+            let (tx, rx) = mpsc::channel::<()>();
+            refresh = Some(tx);
+            let (notifier, counters) = (notifier.clone(), counters.clone());
+            let spawned = std::thread::Builder::new()
+                .name("upcase-status".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(STATUS_EVERY)
+                    {
+                        notifier.notify(&notify::status("serving", &counters.snapshot()));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no status thread: STATUS= is sent at start and stop only");
+            }
+        }
+        ServerEvent::Draining => {
+            refresh = None;
+            let now = notify::status("draining", &counters.snapshot());
+            notifier.notify(&format!("STOPPING=1\n{now}"));
+        }
+        _ => {}
+    })
 }

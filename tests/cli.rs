@@ -97,6 +97,9 @@ fn bad_flag_values_exit_2_with_a_message() {
         &["serve", "--max-line", "0"],
         &["serve", "--max-conns", "many"],
         &["serve", "--no-tcp", "--tcp", "127.0.0.1:0"],
+        // Nothing to serve is a bad combination of arguments, not a failure to start.
+        &["serve", "--no-tcp", "--no-udp"],
+        &["--no-udp", "--no-tcp"],
     ] {
         let out = upcase(args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
