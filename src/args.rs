@@ -80,8 +80,14 @@ pub(crate) enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), e.g. `upcase manpage > ~/.local/share/man/man1/upcase.1`.
-    Manpage,
+    /// Print the man page upcase(1) (roff), or with --dir write every page: upcase(1),
+    /// upcase-serve(1), upcase-send(1), upcase-completions(1) and upcase-manpage(1).
+    Manpage {
+        /// Write every page into this directory (created if missing), e.g.
+        /// ~/.local/share/man/man1, and print the path of each.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Completions { shell }) => completions(shell),
-        Some(Command::Manpage) => manpage(),
+        Some(Command::Manpage { dir }) => manpage(dir),
         Some(Command::Send(args)) => {
             init_logging();
             return send::send(args);
@@ -76,7 +76,28 @@ fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn manpage() -> Result<ExitCode> {
-    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+/// upcase(1) on stdout, or every page (one per subcommand) into `dir`. No `help` subcommand:
+/// it has no page of its own, so none is listed.
+fn manpage(dir: Option<std::path::PathBuf>) -> Result<ExitCode> {
+    let cmd = Cli::command().disable_help_subcommand(true);
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    clap_mangen::generate_to(cmd, &dir).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    let mut pages: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("upcase") && n.ends_with(".1"))
+        })
+        .collect();
+    pages.sort();
+    let mut out = std::io::stdout().lock();
+    for page in pages {
+        writeln!(out, "{}", page.display())?;
+    }
     Ok(ExitCode::SUCCESS)
 }

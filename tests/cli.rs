@@ -511,3 +511,54 @@ fn completions_and_man_page_are_generated() {
     assert!(man.contains(".TH upcase 1"), "{man}");
     assert!(man.contains("\\-\\-framing"), "{man}");
 }
+
+#[test]
+fn every_man_page_that_upcase_1_lists_is_written_and_send_has_its_options_and_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("upcase-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A directory that does not exist yet, two levels deep: it is created.
+    let man1 = dir.join("share").join("man1");
+    let out = upcase(&["manpage", "--dir", man1.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = |name: &str| std::fs::read_to_string(man1.join(name));
+    let main = page("upcase.1").expect("upcase.1");
+    // upcase(1) on stdout is the same page.
+    assert_eq!(upcase(&["manpage"], b"").stdout, main.as_bytes());
+    let mut listed: Vec<&str> = main
+        .split("upcase\\-")
+        .skip(1)
+        .filter_map(|s| s.split_once("(1)").map(|(name, _)| name))
+        .collect();
+    listed.sort();
+    listed.dedup();
+    assert!(
+        listed.contains(&"send") && listed.contains(&"serve"),
+        "{listed:?}"
+    );
+    for name in &listed {
+        let file = format!("upcase-{name}.1");
+        assert!(
+            page(&file).is_ok(),
+            "upcase(1) lists {file}, which was not written"
+        );
+    }
+    // stdout names each page written.
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.lines().count(), listed.len() + 1, "{printed}");
+    let send = page("upcase-send.1").unwrap();
+    for option in ["\\-\\-addr", "\\-\\-udp", "\\-\\-timeout"] {
+        assert!(
+            send.contains(option),
+            "{option} missing from upcase-send(1)"
+        );
+    }
+    for code in 0..=4 {
+        assert!(
+            send.contains(&format!("\n  {code}  ")),
+            "exit status {code} missing: {send}"
+        );
+    }
+    let serve = page("upcase-serve.1").unwrap();
+    assert!(serve.contains("\\-\\-max\\-line"), "{serve}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
