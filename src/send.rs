@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use upcase_std::{ClientError, ErrorReply, RequestError, TcpClient, UdpClient, defaults};
+use upcase_std::{
+    ClientError, ErrorReply, MAX_UDP_PAYLOAD, RequestError, TcpClient, UdpClient, defaults,
+};
 
 /// `upcase send`'s exit status when a reply was an error line from the server.
 const EXIT_ERROR_REPLY: u8 = 3;
@@ -40,7 +42,10 @@ struct Replies<'a> {
     count: usize,
     /// Of those, error replies.
     errors: usize,
-    first_error: Option<ErrorReply>,
+    /// The first error reply, its bytes as they arrived (without the `\n`).
+    first_error: Option<Vec<u8>>,
+    /// Whether one of them was `error: line too long`, which has a hint of its own.
+    line_too_long: bool,
 }
 
 impl Replies<'_> {
@@ -58,12 +63,23 @@ impl Replies<'_> {
         Ok(())
     }
 
-    /// An error reply goes to stdout as the server sent it, in its place among the replies.
+    /// An error reply goes to stdout as the server sent it, in its place among the replies:
+    /// its bytes, never a rendering of them.
     fn print_error(&mut self, e: ErrorReply) -> std::result::Result<(), Stop> {
-        self.print(e.reply().strip_suffix(b"\n").unwrap_or_default())?;
+        let line = e.reply().strip_suffix(b"\n").unwrap_or(e.reply());
+        self.print(line)?;
         self.errors += 1;
-        self.first_error.get_or_insert(e);
+        self.first_error.get_or_insert_with(|| line.to_vec());
+        self.line_too_long |= e == ErrorReply::LineTooLong;
         Ok(())
+    }
+
+    /// "1 of 2 replies arrived" when `sent` lines were sent.
+    fn arrived(&self, sent: usize) -> String {
+        match self.count {
+            1 if sent == 1 => "the reply arrived".to_owned(),
+            n => format!("{n} of {sent} replies arrived"),
+        }
     }
 }
 
@@ -75,6 +91,7 @@ pub(crate) fn send(args: SendArgs) -> ExitCode {
         count: 0,
         errors: 0,
         first_error: None,
+        line_too_long: false,
     };
     let stop = send_all(&args, &mut replies)
         .and_then(|()| {
@@ -84,15 +101,21 @@ pub(crate) fn send(args: SendArgs) -> ExitCode {
                 .map_err(|e| Stop::failure(format!("writing stdout: {e}")))
         })
         .err();
-    if let Some(first) = replies.first_error {
-        let first = String::from_utf8_lossy(first.reply());
-        let first = first.trim_end();
+    if let Some(first) = &replies.first_error {
+        let first = String::from_utf8_lossy(first);
         match (replies.errors, replies.count) {
             (_, 1) => eprintln!("upcase: the server's reply was an error line ({first})"),
             (1, of) => eprintln!("upcase: 1 of {of} replies was an error line ({first})"),
             (n, of) => {
                 eprintln!("upcase: {n} of {of} replies were error lines (the first: {first})")
             }
+        }
+        if replies.line_too_long {
+            eprintln!(
+                "upcase: a line was longer than the server's limit, its --max-line (upcase \
+                 serve's default: {} bytes); start the server with a larger --max-line",
+                defaults::MAX_LINE
+            );
         }
     }
     match stop {
@@ -149,6 +172,7 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
         let line = args.text.join(std::ffi::OsStr::new(" "));
         let line = line.as_bytes();
         if args.udp {
+            fits_a_datagram(line)?;
             let mut client = UdpClient::connect(&target[..], timeout).map_err(fail)?;
             let reply = client.request(line).map_err(fail)?;
             return replies.print(reply);
@@ -175,6 +199,7 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
         let mut client = UdpClient::connect(&target[..], timeout).map_err(fail)?;
         for line in std::io::stdin().lock().split(b'\n') {
             let line = line.map_err(|e| Stop::failure(format!("reading stdin: {e}")))?;
+            fits_a_datagram(&line)?;
             replies.print(client.request(&line).map_err(fail)?)?;
         }
         return Ok(());
@@ -217,13 +242,27 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
                 if sent.load(Ordering::SeqCst) <= replies.count {
                     overdue_at = None; // every line is answered: waiting for stdin, not the server
                 } else if overdue_at == Some(replies.count) {
-                    return Err(fail(ClientError::TimedOut));
+                    let sent = sent.load(Ordering::SeqCst);
+                    return Err(Stop {
+                        code: EXIT_TIMEOUT,
+                        message: format!(
+                            "{addr}: timed out: {}, then the server went silent (no reply for \
+                             {} s)",
+                            replies.arrived(sent),
+                            timeout.as_secs_f64()
+                        ),
+                    });
                 } else {
                     overdue_at = Some(replies.count);
                 }
                 continue;
             }
-            Err(e) => return Err(fail(e)),
+            Err(e) => {
+                let mut stop = fail(e);
+                let arrived = replies.arrived(sent.load(Ordering::SeqCst));
+                stop.message = format!("{arrived}; then {}", stop.message);
+                return Err(stop);
+            }
         }
         overdue_at = None;
     }
@@ -232,10 +271,15 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
             .join()
             .map_err(|_| Stop::failure("the stdin thread panicked"))??;
         let sent = sent.load(Ordering::SeqCst);
-        (replies.count < sent).then(|| format!("after {} of {sent} replies", replies.count))
+        (replies.count < sent).then(|| {
+            format!(
+                "{}; the server closed the connection",
+                replies.arrived(sent)
+            )
+        })
     } else {
         Some(format!(
-            "after {} {}, before all of stdin was sent",
+            "{} {} arrived, then the server closed the connection before all of stdin was sent",
             replies.count,
             if replies.count == 1 {
                 "reply"
@@ -246,14 +290,27 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
     };
     match early {
         // A refusal or a shutdown said why in an error reply.
-        Some(when) => Err(Stop {
+        Some(what) => Err(Stop {
             code: if replies.errors > 0 {
                 EXIT_ERROR_REPLY
             } else {
                 1
             },
-            message: format!("{addr}: the server closed the connection {when}"),
+            message: format!("{addr}: {what}"),
         }),
         None => Ok(()),
     }
+}
+
+/// A line for `--udp` must fit in one datagram: say so, and what to do, before the system
+/// refuses it with "Message too long".
+fn fits_a_datagram(line: &[u8]) -> std::result::Result<(), Stop> {
+    if line.len() <= MAX_UDP_PAYLOAD {
+        return Ok(());
+    }
+    Err(Stop::failure(format!(
+        "a line of {} bytes does not fit in one UDP datagram (at most {MAX_UDP_PAYLOAD} bytes); \
+         send it over TCP (without --udp)",
+        line.len()
+    )))
 }
