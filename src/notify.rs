@@ -79,6 +79,7 @@ impl Notifier {
 /// the stop log's words.
 pub(crate) fn status(doing: &str, c: &ServerCounters) -> String {
     format!(
+        // TODO(lead, issue 22): add `chunks={}` (ServerCounters::chunks, raw framing) once it exists.
         "STATUS={doing}: connections={} refused={} lines={} overlong={} timeouts={} datagrams={} \
          dropped_datagrams={} bytes_in={} bytes_out={}",
         c.connections,

@@ -291,6 +291,7 @@ impl Server {
             connections = totals.connections,
             refused = totals.refused,
             lines = totals.lines,
+            // TODO(lead, issue 22): `chunks = totals.chunks,` here once ServerCounters::chunks exists (raw framing answers chunks, so lines=0 under --lecture).
             overlong = totals.overlong,
             timeouts = totals.timeouts,
             panics = totals.panics,
