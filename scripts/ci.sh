@@ -10,7 +10,7 @@ STEP="" STEP_START=$SECONDS TIMES=()
 step() {
   if [[ -n $STEP ]]; then
     local took=$((SECONDS - STEP_START))
-    printf -- '-- %s: %d s\n' "$STEP" "$took"
+    printf '== took %d s: %s\n' "$took" "$STEP"
     TIMES+=("$(printf '%5d s  %s' "$took" "$STEP")")
   fi
   STEP=$* STEP_START=$SECONDS
