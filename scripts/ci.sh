@@ -4,16 +4,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints its name; the next one (or the end) prints how long it took, and the end
+# prints every step's time again, longest first, with the total.
+STEP="" STEP_START=$SECONDS TIMES=()
+step() {
+  if [[ -n $STEP ]]; then
+    local took=$((SECONDS - STEP_START))
+    printf '== took %d s: %s\n' "$took" "$STEP"
+    TIMES+=("$(printf '%5d s  %s' "$took" "$STEP")")
+  fi
+  STEP=$* STEP_START=$SECONDS
+  [[ -n $STEP ]] && printf '\n== %s\n' "$STEP"
+  return 0
+}
 
 step "install: thumb targets (RUSTUP_AUTO_INSTALL=0 is set on these machines)"
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf
 
-step "install: qemu-system-arm (the firmware test runs the image under QEMU)"
-if ! command -v qemu-system-arm >/dev/null; then
+step "install: qemu-system-arm (the firmware test runs the image under QEMU), systemd's tools (socket activation and unit tests)"
+missing=()
+command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
+{ command -v systemd-socket-activate && command -v systemd-analyze; } >/dev/null || missing+=(systemd)
+if ((${#missing[@]})); then
   apt-get update
-  apt-get install -y qemu-system-arm
+  apt-get install -y "${missing[@]}"
 fi
+
+step "install: the FreeBSD and macOS standard libraries (the command line is checked on both)"
+rustup target add x86_64-unknown-freebsd x86_64-apple-darwin
 
 step "install: cargo-fuzz (fuzzing uses the installed nightly toolchain)"
 if ! command -v cargo-fuzz >/dev/null; then
@@ -111,9 +129,42 @@ step "fuzz: build every target, run each for 10 s from the seed corpus"
   done
 )
 
+step "systemd units: systemd-analyze verify"
+# Also part of `cargo test --workspace`; here so that a machine without it says so.
+if systemd-analyze --version >/dev/null 2>&1; then
+  cargo test -p upcase --test units
+else
+  echo "skipped: systemd-analyze cannot run here (install the systemd package)"
+fi
+
+step "not Linux: the command line and upcase-std check on FreeBSD and macOS (socket activation, sd_notify)"
+for target in x86_64-unknown-freebsd x86_64-apple-darwin; do
+  cargo clippy -p upcase -p upcase-std --all-targets --target "$target" -- -D warnings
+done
+
+step "package: the crates package and verify; their tests and benches build from the packages"
+# upcase-bench is not published. --allow-dirty: a local run checks the working tree as it is.
+cargo package --workspace --exclude upcase-bench --allow-dirty
+# Each package is built as a user gets it: unpacked outside this workspace, its unpublished
+# dependencies (the packages before it) patched in from their own packages. The target folder
+# is shared, so the registry dependencies are not built again.
+unpacked=$(mktemp -d)
+patch=()
+for crate in upcase-model upcase-core upcase-std; do
+  version=$(cargo pkgid -p "$crate" | sed 's/.*[#@]//')
+  tar xzf "target/package/$crate-$version.crate" -C "$unpacked"
+  if [[ $crate != upcase-model ]]; then
+    (cd "$unpacked/$crate-$version" && cargo test --all-targets --no-run --target-dir "$OLDPWD/target" "${patch[@]}")
+  fi
+  patch+=(--config "patch.crates-io.$crate.path='$unpacked/$crate-$version'")
+done
+rm -rf "$unpacked"
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 RUSTDOCFLAGS="-D warnings" cargo doc -p upcase-core --no-deps --features async
 
+step ""
 echo
-echo "ci: all steps passed"
+printf '%s\n' "${TIMES[@]}" | sort -rn
+echo "ci: all steps passed in $SECONDS s"

@@ -97,6 +97,9 @@ fn bad_flag_values_exit_2_with_a_message() {
         &["serve", "--max-line", "0"],
         &["serve", "--max-conns", "many"],
         &["serve", "--no-tcp", "--tcp", "127.0.0.1:0"],
+        // Nothing to serve is a bad combination of arguments, not a failure to start.
+        &["serve", "--no-tcp", "--no-udp"],
+        &["--no-udp", "--no-tcp"],
     ] {
         let out = upcase(args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -217,6 +220,9 @@ fn error_replies_stay_on_stdout_in_order_and_exit_3() {
     let out = upcase(&["send", "--addr", &addr, "abcdefgh"], b"");
     assert_eq!(out.stdout, b"error: line too long\n");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Where the limit comes from, and what to do about it.
+    let err = stderr(&out);
+    assert!(err.contains("the server's limit, its --max-line"), "{err}");
 }
 
 #[test]
@@ -368,7 +374,8 @@ fn logs_say_framing_as_the_flag_does_and_raw_leaves_max_line_unused() {
     let (child, _) = start_raw(&["--tcp", "127.0.0.1:0", "--no-udp"], 1, "info");
     let (status, log) = stop(child);
     assert!(status.success(), "{log}");
-    assert!(log.contains("framing=lines max_line=8192"), "{log}");
+    let max_line = format!("framing=lines max_line={}", upcase_std::defaults::MAX_LINE);
+    assert!(log.contains(&max_line), "{log}");
     assert!(log.contains("workers="), "{log}");
     let (child, _) = start_raw(
         &["--tcp", "127.0.0.1:0", "--no-udp", "--framing", "raw"],
@@ -507,4 +514,154 @@ fn completions_and_man_page_are_generated() {
     let man = String::from_utf8(out.stdout).unwrap();
     assert!(man.contains(".TH upcase 1"), "{man}");
     assert!(man.contains("\\-\\-framing"), "{man}");
+}
+
+#[test]
+fn every_man_page_that_upcase_1_lists_is_written_and_send_has_its_options_and_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("upcase-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A directory that does not exist yet, two levels deep: it is created.
+    let man1 = dir.join("share").join("man1");
+    let out = upcase(&["manpage", "--dir", man1.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = |name: &str| std::fs::read_to_string(man1.join(name));
+    let main = page("upcase.1").expect("upcase.1");
+    // upcase(1) on stdout is the same page.
+    assert_eq!(upcase(&["manpage"], b"").stdout, main.as_bytes());
+    let mut listed: Vec<&str> = main
+        .split("upcase\\-")
+        .skip(1)
+        .filter_map(|s| s.split_once("(1)").map(|(name, _)| name))
+        .collect();
+    listed.sort();
+    listed.dedup();
+    assert!(
+        listed.contains(&"send") && listed.contains(&"serve"),
+        "{listed:?}"
+    );
+    for name in &listed {
+        let file = format!("upcase-{name}.1");
+        assert!(
+            page(&file).is_ok(),
+            "upcase(1) lists {file}, which was not written"
+        );
+    }
+    // stdout names each page written.
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.lines().count(), listed.len() + 1, "{printed}");
+    let send = page("upcase-send.1").unwrap();
+    for option in ["\\-\\-addr", "\\-\\-udp", "\\-\\-timeout"] {
+        assert!(
+            send.contains(option),
+            "{option} missing from upcase-send(1)"
+        );
+    }
+    for code in 0..=4 {
+        assert!(
+            send.contains(&format!("\n  {code}  ")),
+            "exit status {code} missing: {send}"
+        );
+    }
+    let serve = page("upcase-serve.1").unwrap();
+    assert!(serve.contains("\\-\\-max\\-line"), "{serve}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_line_too_long_for_a_datagram_names_the_limit_and_suggests_tcp() {
+    // Nothing needs to answer: the line never leaves.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let limit = upcase_std::MAX_UDP_PAYLOAD;
+    let word = "x".repeat(limit + 1);
+    let fits = "y".repeat(limit);
+    let stdin = format!("{fits}\n{word}\n");
+    // A peer that answers the datagram that fits, so the stdin case reaches the long line.
+    let echo = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        silent.set_read_timeout(Some(LIMIT)).unwrap();
+        let (n, from) = silent.recv_from(&mut buf).unwrap();
+        silent
+            .send_to(&buf[..n].to_ascii_uppercase(), from)
+            .unwrap();
+        n
+    });
+    for (args, stdin) in [
+        (vec!["send", "--udp", "--addr", &addr, &word], &b""[..]),
+        (vec!["send", "--udp", "--addr", &addr], stdin.as_bytes()),
+    ] {
+        let out = upcase(&args, stdin);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("a line of {} bytes", limit + 1)),
+            "{err}"
+        );
+        assert!(err.contains(&format!("at most {limit} bytes")), "{err}");
+        assert!(err.contains("over TCP (without --udp)"), "{err}");
+        assert!(!err.contains("os error"), "{err}");
+    }
+    assert_eq!(
+        echo.join().unwrap(),
+        limit,
+        "the line that fits went out whole"
+    );
+}
+
+/// A server that reads every line until the client's half-close, answers only the first, and
+/// then either closes (`close`) or holds the connection open without a word until `release`.
+fn answers_one_line(
+    close: bool,
+) -> (
+    String,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut request = Vec::new();
+        s.read_to_end(&mut request).unwrap();
+        assert_eq!(request, b"a\nb\n");
+        s.write_all(b"A\n").unwrap();
+        if !close {
+            // Silent, connection open, until the test is done with the client.
+            let _ = released.recv_timeout(LIMIT);
+        }
+    });
+    (addr, release, server)
+}
+
+#[test]
+fn a_server_that_answers_one_of_two_lines_is_described_as_it_behaved() {
+    // It closes after the first reply: exit 1.
+    let (addr, _release, server) = answers_one_line(true);
+    let out = upcase(&["send", "--addr", &addr, "--timeout", "5"], b"a\nb\n");
+    server.join().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.stdout, b"A\n", "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 of 2 replies arrived; the server closed the connection"),
+        "{err}"
+    );
+    // It goes silent with the connection open: exit 4, after about two timeouts.
+    let (addr, release, server) = answers_one_line(false);
+    let started = Instant::now();
+    let out = upcase(&["send", "--addr", &addr, "--timeout", "0.3"], b"a\nb\n");
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    server.join().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.stdout, b"A\n", "{err}");
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("1 of 2 replies arrived"), "{err}");
+    assert!(
+        err.contains("the server went silent (no reply for 0.3 s)"),
+        "{err}"
+    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
 }

@@ -474,7 +474,7 @@ fn slow_readers(extra: &[&str]) {
                 input.push(b'\n');
                 k += 1;
             }
-            let expect = upcase_model::replies(&input, 8192);
+            let expect = upcase_model::replies(&input, upcase_std::defaults::MAX_LINE);
             (input.into(), expect.into())
         })
         .collect();

@@ -60,7 +60,7 @@ struct Loaded {
 
 #[test]
 fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing() {
-    const MAX_LINE: usize = 8192;
+    const MAX_LINE: usize = upcase_std::defaults::MAX_LINE;
     // One worker, so that when one connection sees the drain begin, all of them are draining.
     let mut server = ServerProc::start(&[
         "--tcp",
@@ -433,4 +433,29 @@ fn raw_carry_goes_out_verbatim_at_the_drain_and_at_the_idle_timeout() {
         assert_eq!(read_to_eof(&mut s), b"\xe2\x82", "at {stop}");
         server.terminate();
     }
+}
+
+/// Issue 22: `upcase serve --lecture` answered 7 requests and logged `lines=0`. Raw framing
+/// has no lines: it counts the chunks it answered, each counted once its reply is handed over.
+#[test]
+fn raw_framing_counts_the_chunks_it_answered() {
+    let mut server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--framing", "raw"]);
+    let mut s = connect(server.tcp[0]);
+    for chunk in [&b"one"[..], b"two", b"three"] {
+        s.write_all(chunk).unwrap();
+        // Each reply read before the next write: one chunk per read on the server.
+        assert_eq!(
+            read_exact_bytes(&mut s, chunk.len()),
+            chunk.to_ascii_uppercase()
+        );
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut s), b"");
+    assert!(server.terminate().success());
+    let counters = server.stop_counters();
+    assert_eq!(
+        (counters["chunks"], counters["lines"]),
+        (3, 0),
+        "{counters:?}"
+    );
 }

@@ -4,8 +4,7 @@
 //! Run: `cargo run -p upcase-std --example custom_transform`, then
 //! `cargo run -- send --addr 127.0.0.1:65433 hello` prints `uryyb`.
 
-use std::sync::Arc;
-use upcase_std::{Addresses, ByteMap, Server, ServerConfig};
+use upcase_std::{ByteMap, Server, ServerConfig};
 
 /// The secret function: ROT13 on ASCII letters, every other byte unchanged.
 fn prepare_reply(b: u8) -> u8 {
@@ -17,14 +16,10 @@ fn prepare_reply(b: u8) -> u8 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = ServerConfig {
-        addresses: Addresses {
-            tcp: vec!["127.0.0.1:65433".into()],
-            udp: vec![],
-        },
-        transform: Arc::new(|| Box::new(ByteMap(prepare_reply))),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::new()
+        .tcp(["127.0.0.1:65433"])
+        .no_udp()
+        .transform(|| Box::new(ByteMap(prepare_reply)));
     let server = Server::bind(config)?;
     println!("listening tcp {}", server.tcp_addrs()[0]);
     // Serves until the process is stopped (`upcase serve` adds the signal handling).

@@ -4,16 +4,10 @@
 //!
 //! Run: `cargo run -p upcase-std --example tcp_server`, then `cargo run -p upcase-std --example tcp_client -- hello`.
 
-use upcase_std::{Addresses, Server, ServerConfig};
+use upcase_std::{Server, ServerConfig, defaults};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = ServerConfig {
-        addresses: Addresses {
-            tcp: vec![upcase_std::defaults::TCP.into()],
-            udp: vec![],
-        },
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::new().tcp([defaults::TCP]).no_udp();
     let server = Server::bind(config)?;
     println!("listening tcp {}", server.tcp_addrs()[0]);
     // Serves until the process is stopped (`upcase serve` adds the signal handling).

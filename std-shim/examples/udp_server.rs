@@ -3,16 +3,10 @@
 //!
 //! Run: `cargo run -p upcase-std --example udp_server`, then `cargo run -p upcase-std --example udp_client -- hello`.
 
-use upcase_std::{Addresses, Server, ServerConfig};
+use upcase_std::{Server, ServerConfig, defaults};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = ServerConfig {
-        addresses: Addresses {
-            tcp: vec![],
-            udp: vec![upcase_std::defaults::UDP.into()],
-        },
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::new().no_tcp().udp([defaults::UDP]);
     let server = Server::bind(config)?;
     println!("listening udp {}", server.udp_addrs()[0]);
     // Serves until the process is stopped (`upcase serve` adds the signal handling).

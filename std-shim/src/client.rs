@@ -86,14 +86,10 @@ impl embedded_io::Write for Stream<'_> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use upcase_std::{Addresses, ClientError, ErrorReply, RequestError};
+/// use upcase_std::{ClientError, ErrorReply, RequestError};
 /// use upcase_std::{Server, ServerConfig, TcpClient};
 ///
-/// let mut config = ServerConfig {
-///     addresses: Addresses { tcp: vec!["127.0.0.1:0".into()], udp: vec![] },
-///     ..ServerConfig::default()
-/// };
-/// config.limits.max_line = 8;
+/// let config = ServerConfig::new().tcp(["127.0.0.1:0"]).no_udp().max_line(8);
 /// let server = Server::bind(config)?;
 /// let (addr, stop) = (server.tcp_addrs()[0], server.shutdown_handle());
 /// let running = std::thread::spawn(move || server.run());

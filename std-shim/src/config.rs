@@ -30,6 +30,9 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
     /// How long a closing connection discards its peer's input before it is closed.
     pub const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Largest UDP request accepted: [`MAX_UDP_PAYLOAD`](crate::MAX_UDP_PAYLOAD), the most
+    /// a datagram can carry.
+    pub const MAX_DATAGRAM: usize = crate::MAX_UDP_PAYLOAD;
 }
 
 /// The largest UDP payload over IPv4: 65535 − 8 (UDP header) − 20 (IPv4 header).
@@ -40,6 +43,7 @@ pub type TransformFactory = Arc<dyn Fn() -> Box<dyn Transform + Send> + Send + S
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Addresses {
     /// TCP addresses to listen on, as `host:port`. An empty host (`":65432"`) means all IPv4
     /// interfaces; `[::]:port` means all IPv6 ones. Host names are resolved, and every address
@@ -51,6 +55,7 @@ pub struct Addresses {
 
 /// TCP keepalive probes on accepted connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Keepalive {
     /// Idle time before the first probe (`TCP_KEEPIDLE`).
     pub time: Duration,
@@ -62,6 +67,7 @@ pub struct Keepalive {
 
 /// Socket options, each set through `socket2` with the option it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocketOptions {
     /// `listen(2)`'s backlog. Default [`defaults::BACKLOG`]; the kernel clamps it to
     /// `net.core.somaxconn`.
@@ -89,6 +95,7 @@ pub struct SocketOptions {
 /// What the protocol allows a peer ([`PROTOCOL.md`](upcase_core::spec),
 /// [`SECURITY.md`](crate::security)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// `lines` (default) or `raw` framing on TCP.
     pub framing: Framing,
@@ -102,8 +109,8 @@ pub struct Limits {
     /// Over it, a connection with replies waiting reads nothing until they drain, and the
     /// others read in small steps. Default [`defaults::REPLY_BUDGET`].
     pub reply_budget: usize,
-    /// Largest UDP request accepted, in bytes; larger ones are dropped. Default and maximum
-    /// [`MAX_UDP_PAYLOAD`].
+    /// Largest UDP request accepted, in bytes; larger ones are dropped. Default
+    /// [`defaults::MAX_DATAGRAM`], which is also the maximum, [`MAX_UDP_PAYLOAD`].
     pub max_datagram: usize,
     /// Drop UDP requests whose reply would be longer than the request, so the server cannot
     /// amplify traffic towards a spoofed source. Default off
@@ -116,6 +123,7 @@ pub struct Limits {
 
 /// How the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Runtime {
     /// Worker threads, each an event loop serving TCP and UDP. Default (`None`): one per core.
     pub workers: Option<usize>,
@@ -137,29 +145,38 @@ pub struct Runtime {
 /// Everything a [`Server`](crate::Server) needs. [`ServerConfig::default`] is what `upcase serve`
 /// uses with no flags.
 ///
+/// The struct is `#[non_exhaustive]`, so fields can be added without breaking you: start from
+/// [`ServerConfig::new`] (the defaults), then chain the setters or assign fields
+/// (`config.limits.max_line = 100`). No setter checks its value; [`validate`](Self::validate)
+/// and [`Server::bind`](crate::Server::bind) do, and each setter names the bound they check.
+///
+/// A struct literal does not compile outside this crate, not even with `..Default::default()`:
+///
+/// ```compile_fail
+/// let limits = upcase_std::Limits { max_line: 100, ..Default::default() };
+/// ```
+///
 /// # Example
 ///
 /// A server of your own reply function, in `raw` framing, on a free TCP port only:
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use std::sync::Arc;
-/// use upcase_std::{Addresses, ByteMap, Framing, Server, ServerConfig};
+/// use upcase_std::{ByteMap, Framing, Server, ServerConfig};
 ///
-/// let mut config = ServerConfig {
-///     addresses: Addresses { tcp: vec!["127.0.0.1:0".into()], udp: vec![] },
+/// let config = ServerConfig::new()
+///     .tcp(["127.0.0.1:0"])
+///     .no_udp() // no UDP
 ///     // One transform per connection; here ROT13, which needs no state.
-///     transform: Arc::new(|| {
+///     .transform(|| {
 ///         Box::new(ByteMap(|b: u8| match b {
 ///             b'a'..=b'z' => (b - b'a' + 13) % 26 + b'a',
 ///             b'A'..=b'Z' => (b - b'A' + 13) % 26 + b'A',
 ///             _ => b,
 ///         }))
-///     }),
-///     ..ServerConfig::default()
-/// };
-/// config.limits.framing = Framing::Raw; // answer every chunk, newline or not
-/// config.runtime.workers = Some(1);
+///     })
+///     .framing(Framing::Raw) // answer every chunk, newline or not
+///     .workers(1);
 /// config.validate()?;
 /// let server = Server::bind(config)?;
 /// let (addr, stop) = (server.tcp_addrs()[0], server.shutdown_handle());
@@ -177,6 +194,7 @@ pub struct Runtime {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen.
     pub addresses: Addresses,
@@ -221,7 +239,7 @@ impl Default for Limits {
             max_line: defaults::MAX_LINE,
             max_connections: defaults::MAX_CONNECTIONS,
             reply_budget: defaults::REPLY_BUDGET,
-            max_datagram: MAX_UDP_PAYLOAD,
+            max_datagram: defaults::MAX_DATAGRAM,
             udp_no_amplify: false,
             udp_guard: GuardConfig::DEFAULT,
         }
@@ -286,24 +304,180 @@ impl std::fmt::Display for ConfigError {
             Self::MaxLineZero => "max_line must be at least 1",
             Self::WorkersZero => "workers must be at least 1",
             Self::MaxConnectionsZero => "max_connections must be at least 1",
-            Self::MaxDatagram => "max_datagram must be within 1..=65507",
+            Self::MaxDatagram => {
+                return write!(f, "max_datagram must be within 1..={MAX_UDP_PAYLOAD}");
+            }
         })
     }
 }
 
 impl std::error::Error for ConfigError {}
 
+impl Addresses {
+    /// Listen on exactly these TCP and UDP addresses (in the forms of [`Addresses::tcp`]).
+    /// Either list may be empty, not both ([`ConfigError::NothingToServe`]).
+    pub fn new<T, U>(tcp: T, udp: U) -> Self
+    where
+        T: IntoIterator,
+        T::Item: Into<String>,
+        U: IntoIterator,
+        U::Item: Into<String>,
+    {
+        Self {
+            tcp: tcp.into_iter().map(Into::into).collect(),
+            udp: udp.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Keepalive {
+    /// Probes after `time` idle, every `interval`, dropping the connection after `retries`
+    /// unanswered ones. The system rounds each duration down to whole seconds and rejects 0 s
+    /// and counts it does not support when the option is set on an accepted connection.
+    pub fn new(time: Duration, interval: Duration, retries: u32) -> Self {
+        Self {
+            time,
+            interval,
+            retries,
+        }
+    }
+}
+
+impl SocketOptions {
+    /// The defaults (see each field). Change fields by assignment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Limits {
+    /// The defaults (see each field). Change fields by assignment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Runtime {
+    /// The defaults (see each field). Change fields by assignment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 impl ServerConfig {
+    /// The defaults: [`ServerConfig::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Listen for TCP on these addresses ([`Addresses::tcp`]), replacing the default. An empty
+    /// list serves no TCP; with no UDP either, [`validate`](Self::validate) fails.
+    #[must_use]
+    pub fn tcp<I>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.addresses.tcp = addrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Listen for UDP on these addresses ([`Addresses::udp`]), replacing the default. An empty
+    /// list serves no UDP.
+    #[must_use]
+    pub fn udp<I>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.addresses.udp = addrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Serve no TCP (`--no-tcp`): the same as `.tcp([] as [&str; 0])`.
+    #[must_use]
+    pub fn no_tcp(mut self) -> Self {
+        self.addresses.tcp.clear();
+        self
+    }
+
+    /// Serve no UDP (`--no-udp`).
+    #[must_use]
+    pub fn no_udp(mut self) -> Self {
+        self.addresses.udp.clear();
+        self
+    }
+
+    /// TCP framing ([`Limits::framing`]).
+    #[must_use]
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.limits.framing = framing;
+        self
+    }
+
+    /// Longest line in content bytes ([`Limits::max_line`]): at least 1
+    /// ([`ConfigError::MaxLineZero`]). The server holds up to this many bytes per connection.
+    #[must_use]
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.limits.max_line = bytes;
+        self
+    }
+
+    /// Most TCP connections at once ([`Limits::max_connections`]): at least 1
+    /// ([`ConfigError::MaxConnectionsZero`]). Each holds a file descriptor.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// Worker threads ([`Runtime::workers`]): at least 1 ([`ConfigError::WorkersZero`]).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.runtime.workers = Some(n);
+        self
+    }
+
+    /// Idle timeout ([`Runtime::idle_timeout`]); `None`: never.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.runtime.idle_timeout = timeout;
+        self
+    }
+
+    /// Drain timeout ([`Runtime::drain_timeout`]); any duration, a huge one meaning none.
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.runtime.drain_timeout = timeout;
+        self
+    }
+
+    /// The reply function: `make` is called once per TCP connection and once per UDP socket,
+    /// so a transform with state never sees two peers' bytes.
+    #[must_use]
+    pub fn transform<F>(mut self, make: F) -> Self
+    where
+        F: Fn() -> Box<dyn Transform + Send> + Send + Sync + 'static,
+    {
+        self.transform = Arc::new(make);
+        self
+    }
+
     /// Checks the values that no socket option can fix.
     ///
     /// # Errors
     ///
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let (limits, runtime) = (&self.limits, &self.runtime);
         if self.addresses.tcp.is_empty() && self.addresses.udp.is_empty() {
             return Err(ConfigError::NothingToServe);
         }
+        self.validate_limits()
+    }
+
+    /// [`validate`](Self::validate) but for the addresses, for sockets given by the program.
+    pub(crate) fn validate_limits(&self) -> Result<(), ConfigError> {
+        let (limits, runtime) = (&self.limits, &self.runtime);
         if limits.max_line == 0 {
             return Err(ConfigError::MaxLineZero);
         }

@@ -24,7 +24,7 @@ pub use config::{
     SocketOptions, TransformFactory, defaults,
 };
 pub use net::BindError;
-pub use server::{Server, ShutdownHandle};
+pub use server::{CountersHandle, Server, ServerEvent, ShutdownHandle};
 pub use shared::{ServerCounters, UdpDrops};
 pub use upcase_core::{
     ByteMap, DropReason, ErrorReply, Framing, GuardConfig, Progress, RequestError, Transform,

@@ -1,6 +1,6 @@
 //! The server: binds the sockets, runs the workers, and stops them gracefully.
 
-use crate::config::ServerConfig;
+use crate::config::{ConfigError, ServerConfig};
 use crate::net::{self, BindError};
 use crate::shared::{ServerCounters, Shared};
 use crate::worker::{Worker, WorkerHandle};
@@ -37,6 +37,39 @@ impl ShutdownHandle {
     }
 }
 
+/// A moment in a running server's life, reported to the observer of
+/// [`Server::run_with`], for example to tell a service manager (systemd's `READY=1` and
+/// `STOPPING=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// Every socket is being served: each worker has registered its sockets and runs. Reported
+    /// once, before any other event.
+    Serving,
+    /// A [`ShutdownHandle`] asked for the graceful shutdown and the drain begins: the workers
+    /// have been told to stop accepting. Reported at most once, after [`Serving`](Self::Serving).
+    Draining,
+}
+
+/// Reads a running server's counters from any thread, while it runs and after.
+/// Cheap to clone. From [`Server::counters_handle`].
+#[derive(Clone)]
+pub struct CountersHandle(Arc<Shared>);
+
+impl CountersHandle {
+    /// The counters now. Each is read on its own (relaxed), so two counters may be a few events
+    /// apart; each one only grows.
+    pub fn snapshot(&self) -> ServerCounters {
+        self.0.counters.snapshot()
+    }
+}
+
+impl std::fmt::Debug for CountersHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CountersHandle").finish_non_exhaustive()
+    }
+}
+
 /// A bound upcase server: sockets ready, no thread started yet.
 pub struct Server {
     shared: Arc<Shared>,
@@ -58,18 +91,70 @@ impl Server {
     /// cannot be resolved or bound (a UDP address in use is an error, unless `reuse_port`).
     pub fn bind(config: ServerConfig) -> Result<Self, BindError> {
         config.validate()?;
-        let mut tcp = Vec::new();
+        Self::from_listeners(config, Vec::new(), Vec::new())
+    }
+
+    /// Serves sockets the program already has, for example those a service manager passed
+    /// (systemd's socket activation), as well as every address of `config.addresses`; clear
+    /// those ([`ServerConfig::no_tcp`], [`ServerConfig::no_udp`]) to serve only `tcp` and
+    /// `udp`.
+    ///
+    /// Each listener in `tcp` must be a listening TCP socket (any [`TcpListener`] from std is)
+    /// and each of `udp` a bound UDP socket, over IPv4 or IPv6. Their options are left as they
+    /// are: [`SocketOptions`](crate::SocketOptions)' listening options (backlog,
+    /// `SO_REUSEADDR`, buffer sizes, `IPV6_V6ONLY`) apply only to sockets bound here, while its
+    /// per-connection options (`TCP_NODELAY`, keepalive) apply to every accepted connection.
+    /// The sockets are made non-blocking when [`run`](Self::run) starts.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind); [`ConfigError::NothingToServe`](crate::ConfigError) only when
+    /// `tcp`, `udp` and both address lists are all empty.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use upcase_std::{Server, ServerConfig, TcpClient};
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let config = ServerConfig::new().no_tcp().no_udp();
+    /// let server = Server::from_listeners(config, vec![listener], vec![])?;
+    /// let (addr, stop) = (server.tcp_addrs()[0], server.shutdown_handle());
+    /// assert!(server.udp_addrs().is_empty());
+    /// let running = std::thread::spawn(move || server.run());
+    ///
+    /// let mut client = TcpClient::connect(addr, Duration::from_secs(5))?;
+    /// assert_eq!(client.request(b"inherited")?, b"INHERITED");
+    /// drop(client);
+    /// stop.shutdown();
+    /// running.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_listeners(
+        config: ServerConfig,
+        mut tcp: Vec<TcpListener>,
+        mut udp: Vec<UdpSocket>,
+    ) -> Result<Self, BindError> {
+        match config.validate() {
+            Err(ConfigError::NothingToServe) if !tcp.is_empty() || !udp.is_empty() => {
+                config.validate_limits()?;
+            }
+            checked => checked?,
+        }
+        for socket in &udp {
+            if let Ok(addr) = socket.local_addr() {
+                warn_if_amplifying(addr, &config);
+            }
+        }
         for spec in &config.addresses.tcp {
             for addr in net::resolve(spec)? {
                 tcp.push(net::tcp_listener(addr, &config.socket)?);
             }
         }
-        let mut udp = Vec::new();
         for spec in &config.addresses.udp {
             for addr in net::resolve(spec)? {
-                if !addr.ip().is_loopback() && !config.limits.udp_no_amplify {
-                    tracing::warn!(%addr, "UDP on a non-loopback address without the amplification cap: replies can be 3x the request (see --udp-no-amplify)");
-                }
+                warn_if_amplifying(addr, &config);
                 udp.push(net::udp_socket(addr, &config.socket)?);
             }
         }
@@ -97,6 +182,11 @@ impl Server {
             .collect()
     }
 
+    /// A handle that reads the counters while the server runs, for a status line.
+    pub fn counters_handle(&self) -> CountersHandle {
+        CountersHandle(self.shared.clone())
+    }
+
     /// A handle that stops [`run`](Self::run).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.stop.clone())
@@ -113,6 +203,18 @@ impl Server {
     ///
     /// When a worker's poller or thread cannot be created at start. Nothing is served then.
     pub fn run(self) -> io::Result<ServerCounters> {
+        self.run_with(|_| {})
+    }
+
+    /// [`run`](Self::run), telling `observe` when every socket is served and when the drain
+    /// begins ([`ServerEvent`]). `observe` is called on the calling thread, at most once per
+    /// event and in that order; the server waits for it to return, so it should be quick
+    /// (a datagram to a service manager, a log line).
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run). `Serving` is not reported then.
+    pub fn run_with(self, mut observe: impl FnMut(ServerEvent)) -> io::Result<ServerCounters> {
         let started = Instant::now();
         let cfg = &self.shared.config;
         let n = cfg
@@ -163,6 +265,7 @@ impl Server {
                     return Err(e);
                 }
             }
+            observe(ServerEvent::Serving);
             let mut stop = self
                 .stop
                 .requested
@@ -178,6 +281,7 @@ impl Server {
             drop(stop);
             shared.stopping.store(true, Ordering::Release);
             handles.iter().for_each(WorkerHandle::wake);
+            observe(ServerEvent::Draining);
             Ok(())
         });
         served?;
@@ -187,11 +291,11 @@ impl Server {
             connections = totals.connections,
             refused = totals.refused,
             lines = totals.lines,
+            chunks = totals.chunks,
             overlong = totals.overlong,
             timeouts = totals.timeouts,
             panics = totals.panics,
             datagrams = totals.datagrams,
-            chunks = totals.chunks,
             dropped_datagrams = totals.udp_dropped.total(),
             bytes_in = totals.bytes_in,
             bytes_out = totals.bytes_out,
@@ -199,6 +303,14 @@ impl Server {
             totals.udp_dropped
         );
         Ok(totals)
+    }
+}
+
+/// UDP replies can be 3x the request; off loopback that amplifies traffic towards a spoofed
+/// source unless the cap is on.
+fn warn_if_amplifying(addr: SocketAddr, config: &ServerConfig) {
+    if !addr.ip().is_loopback() && !config.limits.udp_no_amplify {
+        tracing::warn!(%addr, "UDP on a non-loopback address without the amplification cap: replies can be 3x the request (see --udp-no-amplify)");
     }
 }
 

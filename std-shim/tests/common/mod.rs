@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use upcase_std::{Addresses, Server, ServerConfig, ServerCounters, ShutdownHandle};
+use upcase_std::{Server, ServerConfig, ServerCounters, ShutdownHandle};
 
 /// Upper bound on anything a test waits for.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -20,13 +20,7 @@ pub(crate) fn config(tcp: bool, udp: bool) -> ServerConfig {
             Vec::new()
         }
     };
-    ServerConfig {
-        addresses: Addresses {
-            tcp: loopback(tcp),
-            udp: loopback(udp),
-        },
-        ..ServerConfig::default()
-    }
+    ServerConfig::new().tcp(loopback(tcp)).udp(loopback(udp))
 }
 
 /// A server running on its own thread. Dropping it shuts it down and waits for it.
