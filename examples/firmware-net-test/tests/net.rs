@@ -1,8 +1,14 @@
-//! Boots the network firmware (`examples/firmware-net`) under QEMU through its runner script,
-//! then drives it from the host over the forwarded ports: concurrent TCP clients, a pipelined
-//! burst, overlong lines, a half-close, UDP datagrams (growing, empty, too large, echoed, from a
-//! low port), and the lecture's Python clients. Every reply is checked byte for byte against
-//! `upcase-model` (`str::to_uppercase`).
+//! Boots each network firmware image under QEMU through its runner script, then drives it
+//! from the host over the forwarded ports: concurrent TCP clients, a pipelined burst, overlong
+//! lines, a half-close, UDP datagrams (growing, empty, too large, echoed, from a low port), and
+//! the lecture's Python clients. Every reply is checked byte for byte against `upcase-model`
+//! (`str::to_uppercase`).
+//!
+//! The images ([`IMAGES`]): `examples/firmware-net` (smoltcp, a main loop) and
+//! `examples/firmware-embassy` (embassy-net, a task pool). Both serve the same protocol with the
+//! same sizes and log the same fields, so one suite ([`full_suite`]) runs against each, as one
+//! test per image (`cargo test --release embassy` runs the embassy ones). The embassy image is
+//! also booted with feature `dhcp`, against QEMU's DHCP server.
 //!
 //! Needs `qemu-system-arm`, the `thumbv7m-none-eabi` target and `python3`. Bounded in time:
 //! every socket operation has a timeout, the boot has a deadline, a watchdog kills QEMU after
@@ -19,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use upcase_model::{replies, unicode_text, upper};
 
-/// The image's line limit (`sizes::MAX_LINE`).
+/// The images' line limit (`sizes::MAX_LINE`, `app::MAX_LINE`).
 const MAX_LINE: usize = 256;
-/// TCP sockets the image serves at once (`sizes::TCP_SOCKETS`).
+/// TCP sockets each image serves at once (`sizes::TCP_SOCKETS`, `app::POOL`).
 const SOCKETS: usize = 4;
-/// The longest UDP request and reply (`sizes::MAX_DATAGRAM`).
+/// The longest UDP request and reply (`sizes::MAX_DATAGRAM`, `app::MAX_DATAGRAM`).
 const MAX_DATAGRAM: usize = 1472;
 /// Lines in the pipelined burst.
 const BURST_LINES: usize = 20_000;
@@ -34,22 +40,75 @@ const BOOT_LIMIT: Duration = Duration::from_secs(30);
 /// The watchdog kills QEMU after this long, whatever the test is doing.
 const TOTAL_LIMIT: Duration = Duration::from_secs(120);
 
-fn firmware_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-net")
+/// A firmware image the suite boots: its crate folder under `examples/` (with its `run.sh`),
+/// its binary's name, which also starts its ready line (`NAME: serving ...`), and the cargo
+/// features of the build.
+#[derive(Debug, Clone, Copy)]
+struct Image {
+    dir: &'static str,
+    name: &'static str,
+    features: &'static str,
 }
 
-/// Builds the release image and returns its path.
-fn build_image() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(firmware_dir())
-        .args(["build", "--release"])
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "firmware-net build failed");
-    firmware_dir().join("target/thumbv7m-none-eabi/release/upcase-firmware-net")
+/// The smoltcp image.
+const SMOLTCP: Image = Image {
+    dir: "firmware-net",
+    name: "upcase-firmware-net",
+    features: "",
+};
+/// The embassy-net image.
+const EMBASSY: Image = Image {
+    dir: "firmware-embassy",
+    name: "upcase-firmware-embassy",
+    features: "",
+};
+/// The embassy-net image, taking its address from QEMU's DHCP server.
+const EMBASSY_DHCP: Image = Image {
+    features: "dhcp",
+    ..EMBASSY
+};
+impl Image {
+    fn crate_dir(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(self.dir)
+    }
+
+    /// The prefix of the guest's ready line.
+    fn serving(&self) -> String {
+        format!("{}: serving", self.name)
+    }
+
+    /// Builds the release image and returns a copy of it that no other build overwrites (the
+    /// variants of one crate share its target folder, and tests run in parallel).
+    fn build(&self) -> PathBuf {
+        static BUILDS: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(self.crate_dir())
+            .args(["build", "--release"])
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        if !self.features.is_empty() {
+            cargo.args(["--features", self.features]);
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(status.success(), "{} build failed", self.dir);
+        let built = self
+            .crate_dir()
+            .join("target/thumbv7m-none-eabi/release")
+            .join(self.name);
+        let copy = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{}{}{}",
+            self.name,
+            if self.features.is_empty() { "" } else { "-" },
+            self.features.replace(',', "-")
+        ));
+        std::fs::copy(&built, &copy).expect("copy the image");
+        copy
+    }
 }
 
 /// A free port: bound to 127.0.0.1:0 and closed again. QEMU may still lose a race for it; then
@@ -82,12 +141,13 @@ struct Guest {
 }
 
 impl Guest {
-    /// Boots `image` through `run.sh` on free ports and waits for its ready lines.
-    fn boot(image: &Path) -> Guest {
+    /// Boots `path`, a build of `image`, through the image's `run.sh` on free ports and waits
+    /// for its ready lines.
+    fn boot(image: Image, path: &Path) -> Guest {
         for _attempt in 0..5 {
             let (tcp, udp) = (free_port(false), free_port(true));
-            let mut child = Command::new(firmware_dir().join("run.sh"))
-                .arg(image)
+            let mut child = Command::new(image.crate_dir().join("run.sh"))
+                .arg(path)
                 .env("UPCASE_NET_TCP", tcp.to_string())
                 .env("UPCASE_NET_UDP", udp.to_string())
                 .stdin(Stdio::null())
@@ -465,11 +525,11 @@ fn stack_high_water(log: &str) -> Option<u64> {
         .max()
 }
 
-#[test]
-fn serves_tcp_and_udp_from_qemu() {
-    let image = build_image();
+/// The whole suite against one image: every TCP and UDP check, then the guest's own counters.
+fn full_suite(image: Image) {
+    let path = image.build();
     let started = Instant::now();
-    let guest = Guest::boot(&image);
+    let guest = Guest::boot(image, &path);
     let booted = started.elapsed();
 
     concurrent_clients(&guest, 1);
@@ -483,7 +543,7 @@ fn serves_tcp_and_udp_from_qemu() {
     // The guest logs one line per closed connection: give it a moment for the last ones.
     thread::sleep(Duration::from_millis(500));
     let log = guest.log();
-    assert!(log.contains("upcase-firmware-net: serving"), "log:\n{log}");
+    assert!(log.contains(&image.serving()), "log:\n{log}");
     let closed = log.lines().filter(|l| l.starts_with("closed:")).count();
     assert!(
         closed >= 2 * SOCKETS + 3,
@@ -501,20 +561,51 @@ fn serves_tcp_and_udp_from_qemu() {
     assert_eq!(field(last, "low_port"), Some(low), "{last}");
     assert_eq!(field(last, "no_room"), Some(0), "{last}");
     eprintln!(
-        "figures: boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
+        "figures ({}): boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
          stack high-water {} B; total {:.1} s",
+        image.name,
         booted.as_secs_f64(),
         bytes_per_second / 1e6,
         stack_high_water(&log).map_or("?".into(), |n| n.to_string()),
         started.elapsed().as_secs_f64()
     );
-    for line in log
-        .lines()
-        .filter(|l| l.starts_with("upcase-firmware-net: serving"))
-    {
+    for line in log.lines().filter(|l| l.starts_with(&image.serving())) {
         eprintln!("guest: {line}");
     }
     eprintln!("guest: {}", log.lines().last().unwrap_or_default());
+}
+
+#[test]
+fn smoltcp_image_serves_tcp_and_udp() {
+    full_suite(SMOLTCP);
+}
+
+#[test]
+fn embassy_image_serves_tcp_and_udp() {
+    full_suite(EMBASSY);
+}
+
+/// The embassy image with feature `dhcp`: it serves only once QEMU's DHCP server has leased it
+/// 10.0.2.15 (the address the host forwards go to), and then serves TCP and UDP.
+#[test]
+fn embassy_dhcp_image_leases_its_address_and_serves() {
+    let path = EMBASSY_DHCP.build();
+    let guest = Guest::boot(EMBASSY_DHCP, &path);
+    let log = guest.log();
+    let serving = log
+        .lines()
+        .find(|l| l.starts_with(&EMBASSY_DHCP.serving()))
+        .unwrap_or_else(|| panic!("no ready line:\n{log}"));
+    assert!(
+        serving.contains(" address=10.0.2.15/24 by=dhcp"),
+        "not leased by DHCP: {serving}"
+    );
+    overlong_and_half_close(&guest);
+    let u = guest.udp_socket("127.0.0.1:0").unwrap();
+    let payload = "dhcp straße".as_bytes();
+    u.send(payload).unwrap();
+    let got = recv_within(&u, Duration::from_secs(5)).expect("a reply datagram");
+    assert_bytes("udp reply", &got, &upper(payload));
 }
 
 /// The recipes in `core/README.md` ("On a network stack") are copies of code that CI compiles:
