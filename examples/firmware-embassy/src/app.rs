@@ -61,10 +61,12 @@ pub const STACK_SOCKETS: usize = POOL + 1 + cfg!(feature = "dhcp") as usize;
 /// Until the core's `Session` owns its timers (the lead is adding them), these timeouts are
 /// `embassy_time::with_timeout` around each read and write of the serve, in [`Timed`]: the
 /// same values, the same effect. Port: drop `Timed` and drive the session's own deadlines.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(if SHORT { 2 } else { 60 });
 /// A write that makes no progress for this long gives the connection up (`SECURITY.md`: the
 /// std server's `--write-timeout`): a client that writes and never reads cannot hold a task.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(if SHORT { 2 } else { 30 });
+/// The test-only feature `_short-timeouts`: 2 s timeouts, so the QEMU test sees them fire.
+const SHORT: bool = cfg!(feature = "_short-timeouts");
 /// After the FIN, what the client still sends is read and dropped for at most this long, so
 /// that its last replies are not destroyed by a reset (`PROTOCOL.md` §2.6).
 const LINGER: Duration = Duration::from_secs(5);

@@ -67,6 +67,12 @@ const EMBASSY_DHCP: Image = Image {
     features: "dhcp",
     ..EMBASSY
 };
+/// The embassy-net image with 2 s idle and write-stall timeouts (test-only feature).
+const EMBASSY_SHORT_TIMEOUTS: Image = Image {
+    features: "_short-timeouts",
+    ..EMBASSY
+};
+
 impl Image {
     fn crate_dir(&self) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -606,6 +612,83 @@ fn embassy_dhcp_image_leases_its_address_and_serves() {
     u.send(payload).unwrap();
     let got = recv_within(&u, Duration::from_secs(5)).expect("a reply datagram");
     assert_bytes("udp reply", &got, &upper(payload));
+}
+
+/// The embassy image's timeouts, shortened to 2 s: a client that trickles a byte every 500 ms
+/// is never idle; a silent one is closed gracefully, its partial line answered with the
+/// shutdown error (`SECURITY.md`, `PROTOCOL.md` §2.5, §2.6); one that writes and never reads is
+/// given up once its replies make no progress.
+#[test]
+fn embassy_image_closes_idle_and_stalled_connections() {
+    let image = EMBASSY_SHORT_TIMEOUTS;
+    let path = image.build();
+    let guest = Guest::boot(image, &path);
+
+    let mut s = guest.connect();
+    for _ in 0..8 {
+        s.write_all(b"a").unwrap();
+        thread::sleep(Duration::from_millis(500));
+    }
+    s.write_all(b"\nok\nhalf").unwrap();
+    let started = Instant::now();
+    let got = read_to_eof(&mut s);
+    let waited = started.elapsed();
+    assert_bytes("idle close", &got, b"AAAAAAAA\nOK\nerror: shutting down\n");
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(10)).contains(&waited),
+        "closed after {waited:?} of silence, not about 2 s"
+    );
+    drop(s); // ends the guest's linger (PROTOCOL.md §2.6 step 3) at once
+
+    // Lines without end, never read: QEMU's host side buffers several MB of replies before the
+    // guest's writes stall, so this writes up to 64 MB, for at most 60 s.
+    let mut w = guest.connect();
+    let line = [b"x".repeat(199), b"\n".to_vec()].concat();
+    let chunk = line.repeat(512);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0usize;
+    let failed = loop {
+        if written >= 64 << 20 || Instant::now() > deadline {
+            break None;
+        }
+        match w.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Some(e),
+        }
+    };
+    let failed = failed.unwrap_or_else(|| {
+        panic!("{written} bytes written, never read, and the connection still stands")
+    });
+    assert!(
+        matches!(
+            failed.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+        ),
+        "after {written} bytes: {failed}"
+    );
+
+    // The guest logs each end by its cause.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut ends = loop {
+        let log = guest.log();
+        let ends: Vec<String> = log
+            .lines()
+            .filter(|l| l.starts_with("closed:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .collect();
+        if ends.len() >= 2 || Instant::now() > deadline {
+            break ends;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    ends.sort();
+    assert_eq!(
+        ends,
+        ["end=idle", "end=write_stall"],
+        "log:\n{}",
+        guest.log()
+    );
 }
 
 /// The recipes in `core/README.md` ("On a network stack") are copies of code that CI compiles:
