@@ -1,7 +1,7 @@
 //! The QEMU board: an LM3S6965 on QEMU's user network (`-nic user,model=stellaris`), whose
 //! DHCP server hands out 10.0.2.15 and whose gateway is 10.0.2.2.
 //!
-//! Boot: the Stellaris MAC, the embassy-net stack on it, the 1 kHz SysTick time driver, then
+//! Boot: the Stellaris MAC, the embassy-net stack on it, the tickless time driver, then
 //! the executor with the stack's runner and the application's tasks (`app::spawn`).
 
 use core::net::Ipv4Addr;
