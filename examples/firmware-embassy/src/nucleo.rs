@@ -11,16 +11,16 @@ use core::net::Ipv4Addr;
 
 use cortex_m_rt::entry;
 use embassy_net::{Config, Ipv4Cidr, Runner, StackResources};
-use embassy_stm32::eth::{self, Ethernet, GenericPhy, PacketQueue, Sma};
-use embassy_stm32::peripherals::{ETH, ETH_SMA, RNG};
-use embassy_stm32::rng::{self, Rng};
+use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
+use embassy_stm32::peripherals::{ETH, ETH_SMA};
+use embassy_stm32::rcc;
+use embassy_stm32::rng::Rng;
 use embassy_stm32::time::Hertz;
-use embassy_stm32::{bind_interrupts, rcc};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
 use crate::app;
-use crate::hw;
+use crate::hw::{self, nucleo::Irqs};
 
 /// The static address, used without feature `dhcp`: change it (and [`PREFIX`], [`GATEWAY`])
 /// to a free address of your LAN, or build with `--features dhcp`.
@@ -29,11 +29,6 @@ const ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
 const PREFIX: u8 = 24;
 /// The LAN's gateway.
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
-
-bind_interrupts!(struct Irqs {
-    ETH => eth::InterruptHandler;
-    HASH_RNG => rng::InterruptHandler<RNG>;
-});
 
 /// The Ethernet driver as embassy-net sees it.
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;

@@ -1,7 +1,7 @@
 //! Every `unsafe` of the image lives under this module, each block with its `// SAFETY:`
-//! comment: here the executor's loop and its pender, and the stack painting; in
-//! [`lm3s6965`] the QEMU board's registers, interrupt table and time driver. Each item outside
-//! `hw` is safe to call.
+//! comment: here the executor's loop and its pender, and the stack painting; in `lm3s6965`
+//! the QEMU board's registers, interrupt table and time driver; in `nucleo` the board's
+//! interrupt bindings. Each item outside `hw` is safe to call.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,8 @@ use static_cell::StaticCell;
 
 #[cfg(not(feature = "board-nucleo-f429zi"))]
 pub mod lm3s6965;
+#[cfg(feature = "board-nucleo-f429zi")]
+pub mod nucleo;
 
 // ---------------------------------------------------------------------------------------------
 // The executor: embassy's raw executor, polled by our own loop that sleeps with WFI.
