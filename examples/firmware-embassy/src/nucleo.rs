@@ -10,7 +10,7 @@
 use core::net::Ipv4Addr;
 
 use cortex_m_rt::entry;
-use embassy_net::{Config, Ipv4Cidr, Runner, StackResources};
+use embassy_net::{Config, Ipv4Cidr, Runner, Stack, StackResources};
 use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
 use embassy_stm32::peripherals::{ETH, ETH_SMA};
 use embassy_stm32::rcc;
@@ -79,6 +79,22 @@ async fn net_task(mut runner: Runner<'static, Device>) -> ! {
 #[entry]
 fn main() -> ! {
     hw::paint_stack();
+    let (stack, runner) = bring_up_network();
+    hw::run(|spawner| match net_task(runner) {
+        Ok(token) => {
+            spawner.spawn(token);
+            if app::spawn(spawner, stack).is_err() {
+                defmt::panic!("the task pools are already taken");
+            }
+        }
+        Err(_) => defmt::panic!("the network task is already running"),
+    })
+}
+
+/// The clocks, the Ethernet driver and the stack on it. A function of its own, never inlined:
+/// what it builds on the stack is given back before the executor runs for ever.
+#[inline(never)]
+fn bring_up_network() -> (Stack<'static>, Runner<'static, Device>) {
     let p = embassy_stm32::init(clocks());
     let seed = Rng::new(p.RNG, Irqs).next_u64();
     // No MAC address is programmed on this board: a locally administered one (first byte 0x02)
@@ -104,25 +120,16 @@ fn main() -> ! {
         p.PA2,
         p.PC1,
     );
-    static RESOURCES: StaticCell<StackResources<{ app::STACK_SOCKETS }>> = StaticCell::new();
-    let (stack, runner) = embassy_net::new(
-        device,
-        net_config(),
-        RESOURCES.init(StackResources::new()),
-        seed,
-    );
     defmt::info!(
         "{=str}: starting, mac {=[u8]:02x}",
         crate::NAME,
         mac_address
     );
-    hw::run(|spawner| match net_task(runner) {
-        Ok(token) => {
-            spawner.spawn(token);
-            if app::spawn(spawner, stack).is_err() {
-                defmt::panic!("the task pools are already taken");
-            }
-        }
-        Err(_) => defmt::panic!("the network task is already running"),
-    })
+    static RESOURCES: StaticCell<StackResources<{ app::STACK_SOCKETS }>> = StaticCell::new();
+    embassy_net::new(
+        device,
+        net_config(),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    )
 }
