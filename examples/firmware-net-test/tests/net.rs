@@ -4,11 +4,12 @@
 //! the lecture's Python clients. Every reply is checked byte for byte against `upcase-model`
 //! (`str::to_uppercase`).
 //!
-//! The images ([`IMAGES`]): `examples/firmware-net` (smoltcp, a main loop) and
+//! The images ([`Image`]): `examples/firmware-net` (smoltcp, a main loop) and
 //! `examples/firmware-embassy` (embassy-net, a task pool). Both serve the same protocol with the
 //! same sizes and log the same fields, so one suite ([`full_suite`]) runs against each, as one
 //! test per image (`cargo test --release embassy` runs the embassy ones). The embassy image is
-//! also booted with feature `dhcp`, against QEMU's DHCP server.
+//! also booted with feature `dhcp`, against QEMU's DHCP server, and with 2 s timeouts, to see
+//! its idle and write-stall timeouts fire.
 //!
 //! Needs `qemu-system-arm`, the `thumbv7m-none-eabi` target and `python3`. Bounded in time:
 //! every socket operation has a timeout, the boot has a deadline, a watchdog kills QEMU after
