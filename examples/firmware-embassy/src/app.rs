@@ -12,10 +12,10 @@ use embassy_net::tcp::TcpSocket;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
-use embassy_time::{Duration, Instant, Timer, with_timeout};
+use embassy_time::{Duration, Instant, Timer, with_deadline, with_timeout};
 use upcase_core::{
-    Counters, GuardConfig, LineFramer, LoopGuard, Refusal, ServeError, Session, Transform,
-    Uppercase, asynch, transform_datagram,
+    CloseReason, Closing, Counters, DropReason, GuardConfig, LineFramer, LoopGuard, Responder,
+    Session, Timeouts, Uppercase, asynch,
 };
 
 use crate::diag::Diag;
@@ -55,21 +55,21 @@ const GUARD_PEERS: usize = 16;
 /// The sockets the stack holds: the TCP pool, the UDP socket and, with DHCP, its socket.
 pub const STACK_SOCKETS: usize = POOL + 1 + cfg!(feature = "dhcp") as usize;
 
-/// A connection that sends nothing for this long is closed gracefully (`SECURITY.md`: the std
-/// server's `--idle-timeout`).
-///
-/// Until the core's `Session` owns its timers (the lead is adding them), these timeouts are
-/// `embassy_time::with_timeout` around each read and write of the serve, in [`Timed`]: the
-/// same values, the same effect. Port: drop `Timed` and drive the session's own deadlines.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(if SHORT { 2 } else { 60 });
-/// A write that makes no progress for this long gives the connection up (`SECURITY.md`: the
-/// std server's `--write-timeout`): a client that writes and never reads cannot hold a task.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(if SHORT { 2 } else { 30 });
-/// The test-only feature `_short-timeouts`: 2 s timeouts, so the QEMU test sees them fire.
+/// The core's timers for each connection (`Session::with_timeouts`), the std server's
+/// defaults (`SECURITY.md`): a connection that sends nothing for 60 s is closed gracefully, its
+/// partial line answered with `error: idle timeout`; one whose replies make no progress for
+/// 30 s (a client that writes and never reads) is given up; after the FIN, what the client
+/// still sends is read and dropped for up to 5 s, so that a reset does not destroy its last
+/// replies (`PROTOCOL.md` §2.6). The test-only feature `_short-timeouts` makes the first two
+/// 2 s, so the QEMU test sees them fire.
+pub const TIMEOUTS: Timeouts = Timeouts::NONE
+    .idle_ms(if SHORT { 2_000 } else { 60_000 })
+    .write_stall_ms(if SHORT { 2_000 } else { 30_000 })
+    .linger_ms(5_000);
+/// Whether the test-only feature `_short-timeouts` is on.
 const SHORT: bool = cfg!(feature = "_short-timeouts");
-/// After the FIN, what the client still sends is read and dropped for at most this long, so
-/// that its last replies are not destroyed by a reset (`PROTOCOL.md` §2.6).
-const LINGER: Duration = Duration::from_secs(5);
+/// How long flushing our FIN may wait for the peer's acknowledgement: the write-stall timeout.
+const FIN_WAIT: Duration = Duration::from_secs(if SHORT { 2 } else { 30 });
 /// Keep-alive probes on a quiet connection, and how long a peer may leave data or probes
 /// unacknowledged before the stack drops it.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -77,16 +77,22 @@ const DEAD_PEER: Duration = Duration::from_secs(30);
 
 /// Spawns the TCP pool and the UDP task on `stack`. The UDP task prints the ready line
 /// (`...: serving tcp ADDR ...`) once the stack has its address and every TCP socket listens.
+/// `guard_key` keys the UDP loop guard's peer table: it must be unpredictable to a peer (the
+/// board's RNG), or a peer could pick addresses that share a record (`PROTOCOL.md` §3.1).
 ///
 /// # Errors
 ///
 /// The executor's [`embassy_executor::SpawnError`] if a task pool is already taken (a second
 /// call).
-pub fn spawn(spawner: Spawner, stack: Stack<'static>) -> Result<(), embassy_executor::SpawnError> {
+pub fn spawn(
+    spawner: Spawner,
+    stack: Stack<'static>,
+    guard_key: u128,
+) -> Result<(), embassy_executor::SpawnError> {
     for _ in 0..POOL {
         spawner.spawn(tcp_task(stack)?);
     }
-    spawner.spawn(udp_task(stack)?);
+    spawner.spawn(udp_task(stack, guard_key)?);
     Ok(())
 }
 
@@ -101,13 +107,8 @@ struct Totals {
     overlong: AtomicU32,
     timeouts: AtomicU32,
     datagrams: AtomicU32,
-    /// Datagrams left without a reply, by reason ([`UdpDrop`]).
-    port_zero: AtomicU32,
-    low_port: AtomicU32,
-    own_address: AtomicU32,
-    echo: AtomicU32,
-    too_large: AtomicU32,
-    no_room: AtomicU32,
+    /// Datagrams left without a reply, one counter per [`DropReason`], at its `index()`.
+    dropped: [AtomicU32; DropReason::COUNT],
 }
 
 static TOTALS: Totals = Totals {
@@ -116,12 +117,7 @@ static TOTALS: Totals = Totals {
     overlong: AtomicU32::new(0),
     timeouts: AtomicU32::new(0),
     datagrams: AtomicU32::new(0),
-    port_zero: AtomicU32::new(0),
-    low_port: AtomicU32::new(0),
-    own_address: AtomicU32::new(0),
-    echo: AtomicU32::new(0),
-    too_large: AtomicU32::new(0),
-    no_room: AtomicU32::new(0),
+    dropped: [const { AtomicU32::new(0) }; DropReason::COUNT],
 };
 
 fn add(counter: &AtomicU32, n: u32) {
@@ -135,69 +131,16 @@ fn get(counter: &AtomicU32) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // TCP.
 
-/// Why a connection's read or write ended early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnError {
-    /// The connection was reset, or the stack gave the peer up.
-    Reset,
-    /// Nothing arrived for [`IDLE_TIMEOUT`].
-    Idle,
-    /// A write made no progress for [`WRITE_STALL_TIMEOUT`].
-    WriteStall,
-}
+/// The session's clock: embassy-time's, in milliseconds.
+struct EmbassyClock;
 
-impl core::fmt::Display for ConnError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Self::Reset => "connection reset",
-            Self::Idle => "idle timeout",
-            Self::WriteStall => "write timeout",
-        })
-    }
-}
-
-impl core::error::Error for ConnError {}
-
-impl embedded_io_async::Error for ConnError {
-    fn kind(&self) -> embedded_io_async::ErrorKind {
-        match self {
-            Self::Reset => embedded_io_async::ErrorKind::ConnectionReset,
-            Self::Idle | Self::WriteStall => embedded_io_async::ErrorKind::TimedOut,
-        }
-    }
-}
-
-/// A TCP socket whose every read waits at most [`IDLE_TIMEOUT`] and every write or flush at
-/// most [`WRITE_STALL_TIMEOUT`]. A read or write that returns early resets its clock: these are
-/// "nothing moved for that long" timeouts, not limits on the connection's life.
-struct Timed<'s, 'a>(&'s mut TcpSocket<'a>);
-
-impl embedded_io_async::ErrorType for Timed<'_, '_> {
-    type Error = ConnError;
-}
-
-impl embedded_io_async::Read for Timed<'_, '_> {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
-        match with_timeout(IDLE_TIMEOUT, self.0.read(buf)).await {
-            Ok(read) => read.map_err(|_| ConnError::Reset),
-            Err(_) => Err(ConnError::Idle),
-        }
-    }
-}
-
-impl embedded_io_async::Write for Timed<'_, '_> {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, ConnError> {
-        match with_timeout(WRITE_STALL_TIMEOUT, self.0.write(buf)).await {
-            Ok(written) => written.map_err(|_| ConnError::Reset),
-            Err(_) => Err(ConnError::WriteStall),
-        }
+impl asynch::Clock for EmbassyClock {
+    fn now_ms(&self) -> u64 {
+        Instant::now().as_millis()
     }
 
-    async fn flush(&mut self) -> Result<(), ConnError> {
-        match with_timeout(WRITE_STALL_TIMEOUT, self.0.flush()).await {
-            Ok(flushed) => flushed.map_err(|_| ConnError::Reset),
-            Err(_) => Err(ConnError::WriteStall),
-        }
+    async fn sleep_until(&self, at_ms: u64) {
+        Timer::at(Instant::from_millis(at_ms)).await
     }
 }
 
@@ -233,73 +176,79 @@ async fn tcp_task(stack: Stack<'static>) -> ! {
             Timer::after_millis(100).await;
             continue;
         }
-        let mut session = Session::lines(LineFramer::new(&mut line[..]), Uppercase::new());
+        let mut session = Session::lines(LineFramer::new(&mut line[..]), Uppercase::new())
+            .with_timeouts(TIMEOUTS);
         let end = serve_connection(&mut socket, &mut session, &mut staging).await;
         report(session.counters(), end);
     }
 }
 
-/// How a connection ended, for the diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// Every reply sent after the peer's end of stream, then closed gracefully.
-    Done,
-    /// Closed gracefully after [`IDLE_TIMEOUT`].
-    Idle,
-    /// Reset after [`WRITE_STALL_TIMEOUT`]: the peer reads nothing.
-    WriteStall,
-    /// Reset by the peer, or given up by the stack.
-    Reset,
-}
+/// How a connection ended, for the diagnostics: the session's [`CloseReason`], or `None` when
+/// the transport failed first (a reset by the peer, or the stack giving the peer up).
+type End = Option<CloseReason>;
 
 /// Serves one accepted connection to its end, and leaves the socket closed.
 ///
-/// At the peer's end of stream the session answers what is left (a trailing partial line
-/// without `\n`); then the socket sends its FIN after the last reply, waits until all is
-/// acknowledged, and drains what the peer still sends for up to [`LINGER`] (`PROTOCOL.md`
-/// §2.6). An idle peer gets the same graceful close, its partial line answered with
-/// `error: shutting down` (`Session::handle_shutdown`). A peer that stops reading is reset:
-/// embassy-net can neither give up queued replies nor send a FIN before them.
+/// `asynch::serve_timed` runs the session with its timers until it asks to close; then this
+/// does what [`Session::poll_close`] asks, until it says `Close`:
+/// - `HalfClose` (every reply produced): `close()`, so the FIN follows the last reply, and
+///   `flush()` until all is acknowledged (at most [`FIN_WAIT`]);
+/// - `Linger`: read and drop what the peer still sends, until its FIN or the linger timer;
+/// - `DropAndHalfClose` (the peer reads nothing): reset, as embassy-net can neither drop queued
+///   replies nor send a FIN before them.
+///
+/// A connection whose peer has not closed by then is reset, so the socket can be dropped.
 async fn serve_connection(
     socket: &mut TcpSocket<'_>,
     session: &mut Session<&mut [u8], Uppercase>,
     staging: &mut [u8],
 ) -> End {
-    let mut end = match asynch::serve(&mut Timed(socket), session, staging).await {
-        Ok(()) => End::Done,
-        Err(ServeError::Io(ConnError::Idle)) => {
-            session.handle_shutdown();
-            match asynch::serve(&mut Timed(socket), session, staging).await {
-                Ok(()) => End::Idle,
-                Err(ServeError::Io(ConnError::WriteStall)) => End::WriteStall,
-                Err(_) => End::Reset,
+    let clock = EmbassyClock;
+    if asynch::serve_timed(socket, session, staging, &clock)
+        .await
+        .is_err()
+    {
+        reset(socket).await;
+        return None;
+    }
+    loop {
+        session.handle_time(Instant::now().as_millis());
+        match session.poll_close() {
+            Some(Closing::HalfClose) => {
+                socket.close();
+                if with_timeout(FIN_WAIT, socket.flush()).await.is_err() {
+                    break; // the FIN is not acknowledged: reset below
+                }
+                session.handle_half_closed();
             }
-        }
-        Err(ServeError::Io(ConnError::WriteStall)) => End::WriteStall,
-        Err(_) => End::Reset,
-    };
-    if matches!(end, End::Done | End::Idle) {
-        socket.close();
-        if with_timeout(WRITE_STALL_TIMEOUT, socket.flush())
-            .await
-            .is_err()
-        {
-            end = End::WriteStall;
-        }
-    }
-    if matches!(end, End::Done | End::Idle) {
-        // Our FIN is acknowledged: drop what the peer still sends until its own FIN.
-        let drained = with_timeout(LINGER, async {
-            while let Ok(1..) = socket.read(staging).await {}
-        })
-        .await;
-        if drained.is_ok() {
-            return end;
+            Some(Closing::Linger) => {
+                let until = session
+                    .poll_timeout()
+                    .map_or(Instant::MAX, Instant::from_millis);
+                match with_deadline(until, socket.read(session.recv_buffer())).await {
+                    Ok(Ok(0)) => session.handle_eof(),
+                    Ok(Ok(n)) => session.handle_recv(n),
+                    Ok(Err(_)) => break,
+                    Err(_) => {} // the linger timer: `handle_time` closes
+                }
+            }
+            Some(Closing::DropAndHalfClose) | Some(Closing::Close) | None => break,
         }
     }
+    let closed = matches!(
+        socket.state(),
+        embassy_net::tcp::State::Closed | embassy_net::tcp::State::TimeWait
+    );
+    if !closed {
+        reset(socket).await;
+    }
+    session.close_reason()
+}
+
+/// Resets the connection and gives the reset a moment to leave before the socket is dropped.
+async fn reset(socket: &mut TcpSocket<'_>) {
     socket.abort();
     let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
-    end
 }
 
 /// Adds a finished connection to the totals and logs one `closed:` line: its counters, the
@@ -309,18 +258,23 @@ fn report(c: Counters, end: End) {
     add(&t.connections, 1);
     add(&t.lines, c.lines);
     add(&t.overlong, c.overlong);
-    if matches!(end, End::Idle | End::WriteStall) {
+    if matches!(
+        end,
+        Some(CloseReason::IdleTimeout | CloseReason::WriteStall)
+    ) {
         add(&t.timeouts, 1);
     }
-    Diag::new()
-        .text("closed: end=")
-        .text(match end {
-            End::Done => "eof",
-            End::Idle => "idle",
-            End::WriteStall => "write_stall",
-            End::Reset => "reset",
-        })
-        .field("uptime_ms", Instant::now().as_millis())
+    let mut line = Diag::new();
+    line.text("closed: end=").text(match end {
+        Some(CloseReason::Eof) => "eof",
+        Some(CloseReason::IdleTimeout) => "idle",
+        Some(CloseReason::WriteStall) => "write_stall",
+        Some(CloseReason::Shutdown) => "shutdown",
+        Some(CloseReason::Refused) => "refused",
+        Some(CloseReason::Deadline) => "deadline",
+        None => "reset",
+    });
+    line.field("uptime_ms", Instant::now().as_millis())
         .field("lines", c.lines.into())
         .field("overlong", c.overlong.into())
         .field("bytes_in", c.bytes_in.into())
@@ -331,72 +285,23 @@ fn report(c: Counters, end: End) {
         .field("overlong", get(&t.overlong))
         .field("timeouts", get(&t.timeouts))
         .field("datagrams", get(&t.datagrams))
-        .text(" dropped:")
-        .field("port_zero", get(&t.port_zero))
-        .field("low_port", get(&t.low_port))
-        .field("own_address", get(&t.own_address))
-        .field("echo", get(&t.echo))
-        .field("too_large", get(&t.too_large))
-        .field("no_room", get(&t.no_room))
-        .field("stack_high_water", crate::hw::stack_high_water() as u64)
+        .text(" dropped:");
+    for reason in DropReason::ALL {
+        line.field(reason.name(), get(&t.dropped[reason.index()]));
+    }
+    line.field("stack_high_water", crate::hw::stack_high_water() as u64)
         .end();
 }
 
 // ---------------------------------------------------------------------------------------------
 // UDP.
 
-/// Why a datagram got no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UdpDrop {
-    /// The loop guard refused it (`PROTOCOL.md` §3.1).
-    Refused(Refusal),
-    /// The whole reply does not fit [`MAX_DATAGRAM`], and a reply is never truncated.
-    TooLarge,
-    /// The stack could not queue the reply (no route to the peer, or no room at all).
-    NoRoom,
-}
-
-impl core::fmt::Display for UdpDrop {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Refused(why) => write!(f, "refused: {why}"),
-            Self::TooLarge => f.write_str("reply too large"),
-            Self::NoRoom => f.write_str("reply not queued"),
-        }
-    }
-}
-
-impl core::error::Error for UdpDrop {}
-
-/// One datagram's turn, without IO: the source check, the whole reply into `reply`, the reply
-/// check, in that order (the order of `LoopGuard`'s docs). Returns the reply's length, or why
-/// there is none. `local` is the socket's own address, `now_ms` any millisecond clock.
-///
-/// # Errors
-///
-/// [`UdpDrop::Refused`] from the guard, [`UdpDrop::TooLarge`] if the reply does not fit.
-pub fn udp_turn<T: Transform, const N: usize>(
-    guard: &mut LoopGuard<N>,
-    transform: &mut T,
-    (local, peer): (SocketAddr, SocketAddr),
-    request: &[u8],
-    reply: &mut [u8],
-    now_ms: u64,
-) -> Result<usize, UdpDrop> {
-    guard.check_source(peer, local).map_err(UdpDrop::Refused)?;
-    let n = transform_datagram(transform, request, reply).map_err(|_| UdpDrop::TooLarge)?;
-    let sent = reply.get(..n).unwrap_or_default();
-    guard
-        .check_reply(peer, request, sent, now_ms)
-        .map_err(UdpDrop::Refused)?;
-    Ok(n)
-}
-
 /// The UDP task: binds [`UDP_PORT`], prints the ready line, then answers each datagram with
-/// one reply datagram through [`udp_turn`]. Its rings and reply buffer (about 10 KB) live in
-/// the task's static storage.
+/// one reply datagram. The turn is the core's [`Responder::respond`] (size, source, the whole
+/// reply, the loop guard keyed by `guard_key`); the task only receives and sends. Its rings,
+/// reply buffer and guard (about 10 KB) live in the task's static storage.
 #[embassy_executor::task]
-async fn udp_task(stack: Stack<'static>) -> ! {
+async fn udp_task(stack: Stack<'static>, guard_key: u128) -> ! {
     let mut rx_meta = [PacketMetadata::EMPTY; UDP_PACKETS];
     let mut tx_meta = [PacketMetadata::EMPTY; UDP_PACKETS];
     let (mut rx, mut tx) = ([0u8; UDP_RX], [0u8; UDP_TX]);
@@ -406,8 +311,8 @@ async fn udp_task(stack: Stack<'static>) -> ! {
         core::future::pending::<()>().await;
     }
     let address = announce(stack).await;
-    let mut guard = LoopGuard::<GUARD_PEERS>::new(GuardConfig::DEFAULT);
-    let mut transform = Uppercase::new();
+    let guard = LoopGuard::<GUARD_PEERS>::new(GuardConfig::DEFAULT, guard_key);
+    let mut udp = Responder::new(Uppercase::new(), guard).with_max_request(MAX_DATAGRAM);
     let mut reply = [0u8; MAX_DATAGRAM];
     loop {
         let local = SocketAddr::new(
@@ -421,15 +326,7 @@ async fn udp_task(stack: Stack<'static>) -> ! {
         let (turn, meta) = socket
             .recv_from_with(|request, meta| {
                 let peer = SocketAddr::from(meta.endpoint);
-                let turn = udp_turn(
-                    &mut guard,
-                    &mut transform,
-                    (local, peer),
-                    request,
-                    &mut reply,
-                    now_ms,
-                );
-                (turn, meta)
+                (udp.respond(peer, local, request, now_ms, &mut reply), meta)
             })
             .await;
         add(&TOTALS.datagrams, 1);
@@ -437,21 +334,11 @@ async fn udp_task(stack: Stack<'static>) -> ! {
             Ok(n) => socket
                 .send_to(reply.get(..n).unwrap_or_default(), meta)
                 .await
-                .map_err(|_| UdpDrop::NoRoom),
+                .map_err(|_| DropReason::NotSent),
             Err(why) => Err(why),
         };
         if let Err(why) = sent {
-            add(
-                match why {
-                    UdpDrop::Refused(Refusal::SourcePortZero) => &TOTALS.port_zero,
-                    UdpDrop::Refused(Refusal::LowSourcePort) => &TOTALS.low_port,
-                    UdpDrop::Refused(Refusal::OwnAddress) => &TOTALS.own_address,
-                    UdpDrop::Refused(Refusal::Echo) => &TOTALS.echo,
-                    UdpDrop::TooLarge => &TOTALS.too_large,
-                    UdpDrop::NoRoom => &TOTALS.no_room,
-                },
-                1,
-            );
+            add(&TOTALS.dropped[why.index()], 1);
         }
     }
 }

@@ -79,11 +79,11 @@ async fn net_task(mut runner: Runner<'static, Device>) -> ! {
 #[entry]
 fn main() -> ! {
     hw::paint_stack();
-    let (stack, runner) = bring_up_network();
+    let (stack, runner, key) = bring_up_network();
     hw::run(|spawner| match net_task(runner) {
         Ok(token) => {
             spawner.spawn(token);
-            if app::spawn(spawner, stack).is_err() {
+            if app::spawn(spawner, stack, key).is_err() {
                 defmt::panic!("the task pools are already taken");
             }
         }
@@ -91,12 +91,15 @@ fn main() -> ! {
     })
 }
 
-/// The clocks, the Ethernet driver and the stack on it. A function of its own, never inlined:
-/// what it builds on the stack is given back before the executor runs for ever.
+/// The clocks, the Ethernet driver and the stack on it, and a random key for the UDP loop
+/// guard. A function of its own, never inlined: what it builds on the stack is given back
+/// before the executor runs for ever.
 #[inline(never)]
-fn bring_up_network() -> (Stack<'static>, Runner<'static, Device>) {
+fn bring_up_network() -> (Stack<'static>, Runner<'static, Device>, u128) {
     let p = embassy_stm32::init(clocks());
-    let seed = Rng::new(p.RNG, Irqs).next_u64();
+    let mut rng = Rng::new(p.RNG, Irqs);
+    let seed = rng.next_u64();
+    let key = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
     // No MAC address is programmed on this board: a locally administered one (first byte 0x02)
     // from the chip's unique ID, the same on every boot of the same chip.
     let uid = embassy_stm32::uid::uid();
@@ -126,10 +129,11 @@ fn bring_up_network() -> (Stack<'static>, Runner<'static, Device>) {
         mac_address
     );
     static RESOURCES: StaticCell<StackResources<{ app::STACK_SOCKETS }>> = StaticCell::new();
-    embassy_net::new(
+    let (stack, runner) = embassy_net::new(
         device,
         net_config(),
         RESOURCES.init(StackResources::new()),
         seed,
-    )
+    );
+    (stack, runner, key)
 }

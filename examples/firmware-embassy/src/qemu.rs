@@ -44,25 +44,29 @@ fn main() -> ! {
     let Some(core) = cortex_m::Peripherals::take() else {
         lm3s6965::halt(false)
     };
-    let (stack, runner) = bring_up_network();
+    let (stack, runner, seed) = bring_up_network();
     lm3s6965::start_time(core.SYST);
     lm3s6965::unmask_ethernet_irq();
     hw::run(|spawner| {
         spawner.spawn(net_task(runner).unwrap_or_else(|_| lm3s6965::halt(false)));
-        if app::spawn(spawner, stack).is_err() {
+        // QEMU has no entropy source: the loop guard's key is derived from the same seed.
+        let key = u128::from(seed) << 64 | u128::from(seed.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15);
+        if app::spawn(spawner, stack, key).is_err() {
             lm3s6965::halt(false)
         }
     })
 }
 
-/// The MAC and the stack on it. A function of its own, never inlined: building the interface
-/// takes about 2.3 KB of stack, which is given back before the executor runs for ever.
+/// The MAC and the stack on it, and the seed it was given. A function of its own, never
+/// inlined: building the interface takes about 2.3 KB of stack, which is given back before the
+/// executor runs for ever.
 #[inline(never)]
-fn bring_up_network() -> (Stack<'static>, Runner<'static, StellarisMac>) {
+fn bring_up_network() -> (Stack<'static>, Runner<'static, StellarisMac>, u64) {
     static FRAME_RX: ConstStaticCell<[u8; FIFO_FRAME]> = ConstStaticCell::new([0; FIFO_FRAME]);
     static FRAME_TX: ConstStaticCell<[u8; FRAME]> = ConstStaticCell::new([0; FRAME]);
     let mac = StellarisMac::new(FRAME_RX.take(), FRAME_TX.take());
-    // No entropy source on this chip: the MAC address at least differs between boards.
+    // No entropy source on this chip: the MAC address at least differs between boards. (Not a
+    // secret: on a real LM3S6965 take entropy from the ADC's noise instead.)
     let seed = mac
         .address()
         .iter()
@@ -70,12 +74,13 @@ fn bring_up_network() -> (Stack<'static>, Runner<'static, StellarisMac>) {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
         });
     static RESOURCES: StaticCell<StackResources<{ app::STACK_SOCKETS }>> = StaticCell::new();
-    embassy_net::new(
+    let (stack, runner) = embassy_net::new(
         mac,
         net_config(),
         RESOURCES.init(StackResources::new()),
         seed,
-    )
+    );
+    (stack, runner, seed)
 }
 
 #[panic_handler]
