@@ -149,9 +149,9 @@ static LISTENERS: AtomicUsize = AtomicUsize::new(0);
 /// Raised once every task of the pool listens, for the ready line.
 static LISTENING: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 
-/// One task of the pool: accept a client on [`TCP_PORT`], serve it until the session is done,
-/// close gracefully, and accept the next. Its buffers (about 4.6 KB) live in the task's
-/// static storage, so the pool costs no stack and no heap.
+/// One task of the pool: accept a client on [`TCP_PORT`], serve it until the session closes,
+/// close as it asks, and accept the next. Its buffers and state (about 5.1 KB) live in the
+/// task's static storage, so the pool costs no stack and no heap.
 #[embassy_executor::task(pool_size = crate::app::POOL)]
 async fn tcp_task(stack: Stack<'static>) -> ! {
     let (mut rx, mut tx) = ([0u8; TCP_RX], [0u8; TCP_TX]);
