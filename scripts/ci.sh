@@ -83,7 +83,7 @@ step "network firmware: smoltcp on the Stellaris MAC, and the embassy-net recipe
 (cd examples/firmware-net/embassy && cargo clippy --target thumbv7em-none-eabihf -- -D warnings)
 cargo clippy --manifest-path "$NET_TEST" --all-targets -- -D warnings
 
-step "embassy firmware: the QEMU image (static, DHCP, ASCII-only, no semihosting) and the NUCLEO-F429ZI image, clippy-clean"
+step "embassy firmware: the QEMU image (static, DHCP, ASCII-only without semihosting) and the NUCLEO-F429ZI image (static, DHCP), clippy-clean"
 # The board image is built in CI, not run in CI: it needs the board and a probe.
 (
   cd examples/firmware-embassy
