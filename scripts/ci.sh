@@ -44,10 +44,11 @@ QEMU_TEST=examples/firmware-qemu-test/Cargo.toml
 NET=examples/firmware-net/Cargo.toml
 NET_TEST=examples/firmware-net-test/Cargo.toml
 EMBASSY=examples/firmware-net/embassy/Cargo.toml
+EMBASSY_FW=examples/firmware-embassy/Cargo.toml
 
 step "format"
 cargo fmt --all -- --check
-for m in "$FIRMWARE" "$QEMU_TEST" "$NET" "$NET_TEST" "$EMBASSY" fuzz/Cargo.toml bench/peers/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
+for m in "$FIRMWARE" "$QEMU_TEST" "$NET" "$NET_TEST" "$EMBASSY" "$EMBASSY_FW" fuzz/Cargo.toml bench/peers/Cargo.toml; do cargo fmt --manifest-path "$m" -- --check; done
 
 # upcase-core's feature sets: default (unicode: the firmware's build), ASCII-only, the fast path
 # (what upcase-std uses; in --workspace), and the async drivers.
@@ -112,7 +113,19 @@ step "network firmware: smoltcp on the Stellaris MAC, and the embassy-net recipe
 (cd examples/firmware-net/embassy && cargo clippy --target thumbv7em-none-eabihf -- -D warnings)
 cargo clippy --manifest-path "$NET_TEST" --all-targets -- -D warnings
 
-step "network firmware under QEMU: TCP and UDP from the host, byte for byte"
+step "embassy firmware: the QEMU image (static, DHCP, ASCII-only without semihosting) and the NUCLEO-F429ZI image (static, DHCP), clippy-clean"
+# The board image is built in CI, not run in CI: it needs the board and a probe.
+(
+  cd examples/firmware-embassy
+  time cargo clippy --release -- -D warnings
+  time cargo clippy --release --features dhcp -- -D warnings
+  time cargo clippy --release --no-default-features -- -D warnings
+  time cargo clippy --release --features board-nucleo-f429zi --target thumbv7em-none-eabihf -- -D warnings
+  time cargo build --release --features board-nucleo-f429zi --target thumbv7em-none-eabihf
+  time cargo build --release --features board-nucleo-f429zi,dhcp --target thumbv7em-none-eabihf
+)
+
+step "network firmware under QEMU (smoltcp and embassy images, embassy with DHCP): TCP and UDP from the host, byte for byte"
 cargo test --manifest-path "$NET_TEST" --release -- --test-threads=1
 
 step "soak: verified load mixed with every attack, 10 s"
