@@ -37,6 +37,8 @@ CORE_FEATURES=("" "--no-default-features" "--no-default-features --features fast
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The test seam that takes the one-datagram-per-receive UDP path of other systems on Linux.
+cargo clippy -p upcase-std --all-targets --features _single-datagram -- -D warnings
 for features in "${CORE_FEATURES[@]}"; do
   # shellcheck disable=SC2086
   cargo clippy -p upcase-core --all-targets $features -- -D warnings
@@ -65,6 +67,7 @@ cross_clippy x86_64-pc-windows-msvc -p upcase-core -p upcase-model --lib
 
 step "tests"
 cargo test --workspace
+cargo test -p upcase-std --features _single-datagram --test udp_drain
 for features in "${CORE_FEATURES[@]}"; do
   # shellcheck disable=SC2086
   cargo test -p upcase-core $features
