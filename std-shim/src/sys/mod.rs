@@ -47,10 +47,11 @@ pub(crate) fn is_out_of_resources(e: &io::Error) -> bool {
 ///   would let a second server take over the port.
 /// - Windows: `SO_REUSEADDR` is never set (there it lets a socket bind a port that another one
 ///   is actively using), and `SO_EXCLUSIVEADDRUSE` is set on every socket, so that no other
-///   socket can take this one's address over either. `rebind_past_time_wait` is not needed there:
-///   Windows lets a listener bind past `TIME_WAIT`. (Microsoft documents one caveat: a connection
-///   accepted on an exclusive listener and still open keeps its port from a new exclusive
-///   listener until it closes.)
+///   socket can take this one's address over either. `rebind_past_time_wait` has no equivalent:
+///   the price of exclusive use is that Windows then counts connections of an earlier listener
+///   on the port, `TIME_WAIT` included, so a restart right after a drain may be refused
+///   ("address in use") until those connections are gone (libuv sets neither option for that
+///   reason, and is open to the takeover).
 ///
 /// # Errors
 ///
