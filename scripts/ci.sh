@@ -125,7 +125,8 @@ step "fuzz: build every target, run each for 10 s from the seed corpus"
 
 step "Windows under Wine: core and model tests as x86_64-pc-windows-gnu programs"
 # scripts/wine.sh installs Wine 8.0 and mingw-w64, builds the bcryptprimitives.dll stand-in and
-# the prefix, and runs the command with Wine as cargo's runner for that target.
+# the prefix, and runs the command with Wine as cargo's runner for that target. upcase-std joins
+# once net.rs calls the platform seam (docs/platforms.md, "Porting status").
 time scripts/wine.sh cargo test -p upcase-core -p upcase-model --target x86_64-pc-windows-gnu
 
 step "docs"

@@ -79,6 +79,11 @@ stop_wine() {
   WINEPREFIX="$WINEPREFIX" "$WINESERVER" -k >/dev/null 2>&1 || true
 }
 
+# One run at a time per prefix: a second wineserver for it would not start, and this script's
+# `wineserver -k` at exit would end the other run's programs.
+exec 9>"$DIR/lock"
+flock 9
+
 timed "install wine64 and mingw-w64" install_packages
 timed "rustup target add $TARGET" rustup target add "$TARGET"
 timed "build the bcryptprimitives.dll stand-in" build_stub
