@@ -4,7 +4,7 @@
 //!
 //! `main.rs` should call these instead of `rlimit`, `/proc` and `signal_hook` directly:
 //! `prepare_process` calls [`raise_socket_limit`] and [`backlog_cap`], and `install_signals`
-//! waits on [`StopRequests`]. (`docs/platforms.md`, "Merging", lists the call sites.)
+//! waits on [`StopRequests`]. (`docs/platforms.md`, "Porting status", lists the call sites.)
 
 use std::io;
 

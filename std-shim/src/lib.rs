@@ -10,7 +10,7 @@ mod conn;
 mod net;
 mod server;
 mod shared;
-// Until net.rs calls the seam (docs/platforms.md, "Merging"): remove these two lines then.
+// Until net.rs calls the seam (docs/platforms.md, "Porting status"): these two go then.
 #[cfg_attr(
     not(test),
     expect(dead_code, reason = "net.rs calls it after the merge")
