@@ -59,9 +59,9 @@ for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd; d
   cross_clippy "$target" -p upcase-std -p upcase --all-targets
 done
 # Windows: the library and the CLI join once net.rs and main.rs call the platform seams
-# (docs/platforms.md, "Porting status"); until then the core and the model. On MSVC the core's benches
-# cannot be checked: criterion's dependency alloca compiles C with MSVC's cl.exe in its build
-# script. (upcase-std and upcase pull in no such crate.)
+# (docs/platforms.md, "Porting status"); until then the core and the model. On MSVC the core's
+# benches cannot be checked: criterion's dependency alloca compiles C with MSVC's cl.exe in its
+# build script. (upcase-std and upcase pull in no such crate.)
 cross_clippy x86_64-pc-windows-gnu -p upcase-core -p upcase-model --all-targets
 cross_clippy x86_64-pc-windows-msvc -p upcase-core -p upcase-model --lib
 
