@@ -1,9 +1,18 @@
 //! `upcase`: the uppercase service's command line. `upcase serve` runs the server (the default
 //! when no subcommand is given); `upcase send` is a client.
 
+#[cfg(unix)]
 mod activation;
 mod args;
+#[cfg(unix)]
 mod notify;
+// Socket activation and readiness are systemd's; elsewhere neither exists.
+#[cfg(not(unix))]
+#[path = "unmanaged.rs"]
+mod activation;
+#[cfg(not(unix))]
+use activation as notify;
+mod platform;
 mod send;
 mod serve;
 

@@ -130,7 +130,7 @@ pub(crate) fn send(args: SendArgs) -> ExitCode {
 
 /// The exit status and the words for a client error talking to `addr`.
 fn client_stop(addr: &str, udp: bool, timeout: Duration, e: &ClientError) -> Stop {
-    use std::io::ErrorKind::{ConnectionRefused, TimedOut};
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, TimedOut};
     let io_kind = match e {
         ClientError::Connect(io) | ClientError::Request(RequestError::Io(io)) => Some(io.kind()),
         _ => None,
@@ -140,7 +140,10 @@ fn client_stop(addr: &str, udp: bool, timeout: Duration, e: &ClientError) -> Sto
         (Some(ConnectionRefused), false) => {
             "; nothing listens on TCP there (for a UDP server, add --udp)".to_owned()
         }
-        (Some(ConnectionRefused), true) => "; nothing listens on UDP there".to_owned(),
+        // Windows reports a UDP port with nothing listening as a reset.
+        (Some(ConnectionRefused | ConnectionReset), true) => {
+            "; nothing listens on UDP there".to_owned()
+        }
         _ if timed_out && udp => format!(
             " ({} s; the datagram or its reply was lost, or the server dropped it)",
             timeout.as_secs_f64()
@@ -155,7 +158,6 @@ fn client_stop(addr: &str, udp: bool, timeout: Duration, e: &ClientError) -> Sto
 }
 
 fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(), Stop> {
-    use std::os::unix::ffi::OsStrExt;
     let timeout = args.timeout;
     let addr = match (&args.addr, args.udp) {
         (Some(addr), _) => addr.clone(),
@@ -170,7 +172,7 @@ fn send_all(args: &SendArgs, replies: &mut Replies<'_>) -> std::result::Result<(
 
     if !args.text.is_empty() {
         let line = args.text.join(std::ffi::OsStr::new(" "));
-        let line = line.as_bytes();
+        let line = line.as_encoded_bytes();
         if args.udp {
             fits_a_datagram(line)?;
             let mut client = UdpClient::connect(&target[..], timeout).map_err(fail)?;

@@ -19,12 +19,12 @@ const KEEPALIVE_RETRIES: u32 = 5;
 /// descriptor, so the soft limit is raised to the hard one; and a backlog over
 /// `net.core.somaxconn` is clamped by the kernel, which is worth a warning.
 fn prepare_process(backlog: u32) {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(nofile = n, "raised the soft file descriptor limit"),
+    match crate::platform::raise_socket_limit() {
+        Ok(Some(n)) => tracing::debug!(nofile = n, "raised the soft file descriptor limit"),
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn");
-    if let Some(max) = somaxconn.ok().and_then(|t| t.trim().parse::<u32>().ok())
+    if let Some(max) = crate::platform::backlog_cap()
         && backlog > max
     {
         tracing::warn!(
@@ -39,25 +39,23 @@ fn prepare_process(backlog: u32) {
 /// kills the process unannounced. The first begins a graceful shutdown; a second ends the
 /// process at once, with status 128 + the signal's number.
 fn install_signals(handle: std::sync::mpsc::Receiver<upcase_std::ShutdownHandle>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let mut requests = crate::platform::StopRequests::install()?;
     std::thread::spawn(move || {
-        let mut signals = signals.forever();
-        let Some(first) = signals.next() else { return };
+        let Some(first) = requests.wait() else { return };
         tracing::info!(
-            signal = first,
+            signal = first.name(),
             "shutting down gracefully; a second signal exits at once"
         );
         match handle.recv() {
             Ok(h) => h.shutdown(),
-            Err(_) => std::process::exit(128 + first),
+            Err(_) => std::process::exit(first.exit_code().into()),
         }
-        if let Some(second) = signals.next() {
+        if let Some(second) = requests.wait() {
             tracing::warn!(
-                signal = second,
+                signal = second.name(),
                 "second signal: exiting now, without draining"
             );
-            std::process::exit(128 + second);
+            std::process::exit(second.exit_code().into());
         }
     });
     Ok(())

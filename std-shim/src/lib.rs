@@ -1,12 +1,8 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+// No unsafe code, but on Windows one `setsockopt` that socket2 does not wrap (sys/windows.rs).
+#![cfg_attr(not(windows), forbid(unsafe_code))]
+#![cfg_attr(windows, deny(unsafe_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
-#[cfg(not(unix))]
-compile_error!(
-    "upcase-std supports Unix-like systems only: its servers use epoll or kqueue (through mio) \
-     and Unix socket options"
-);
 
 mod client;
 mod config;
@@ -14,6 +10,7 @@ mod conn;
 mod net;
 mod server;
 mod shared;
+mod sys;
 mod transform;
 mod udp;
 mod worker;

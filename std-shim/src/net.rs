@@ -1,6 +1,7 @@
 //! Address resolution and socket setup through `socket2`. No `socket2` type leaves this module.
 
 use crate::config::{ConfigError, SocketOptions};
+use crate::sys;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
@@ -76,9 +77,10 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol, cfg: &SocketOptions) -> i
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     // SO_REUSEADDR lets a TCP listener bind past connections in TIME_WAIT. On UDP it would let
     // a second server bind the same port and take its traffic, so it is never set there.
-    socket.set_reuse_address(cfg.reuse_address && proto == Protocol::TCP)?;
+    // (Windows: exclusive address use on every socket instead; see sys.)
+    sys::set_address_reuse(&socket, cfg.reuse_address && proto == Protocol::TCP)?;
     if cfg.reuse_port {
-        socket.set_reuse_port(true)?;
+        sys::set_port_sharing(&socket)?;
     }
     if let (Some(only), SocketAddr::V6(_)) = (cfg.only_v6, addr) {
         socket.set_only_v6(only)?;
@@ -115,10 +117,7 @@ pub(crate) fn udp_socket(addr: SocketAddr, cfg: &SocketOptions) -> Result<UdpSoc
 
 /// Per-connection options: `TCP_NODELAY` and keepalive. (The idle and write timeouts are kept
 /// by the workers, since the sockets are non-blocking.)
-pub(crate) fn configure_stream(
-    stream: &impl std::os::fd::AsFd,
-    cfg: &SocketOptions,
-) -> io::Result<()> {
+pub(crate) fn configure_stream(stream: &impl sys::AsSocket, cfg: &SocketOptions) -> io::Result<()> {
     let stream = SockRef::from(stream);
     // Urgent data is data, in its place in the stream (PROTOCOL.md §2).
     stream.set_out_of_band_inline(true)?;
@@ -133,18 +132,16 @@ pub(crate) fn configure_stream(
     Ok(())
 }
 
-/// Whether an `accept` failed for want of file descriptors (`EMFILE`, `ENFILE`).
+/// Whether an `accept` failed for want of file descriptors (`EMFILE`, `ENFILE`; Windows:
+/// `WSAEMFILE`).
 pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    sys::is_out_of_descriptors(e)
 }
 
 /// Whether an `accept` failed for want of a resource that frees up with time: file descriptors
-/// (`EMFILE`, `ENFILE`) or kernel memory (`ENOBUFS`, `ENOMEM`). Retrying at once would spin.
+/// or kernel memory ([`sys::is_out_of_resources`]). Retrying at once would spin.
 pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    sys::is_out_of_resources(e)
 }
 
 #[cfg(test)]
@@ -197,6 +194,9 @@ mod tests {
             panic!("{err}")
         };
         assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+        if !sys::PORT_SHARING {
+            return; // Windows: sys tests that asking for it fails
+        }
         let mut shared = cfg;
         shared.reuse_port = true;
         let a = udp_socket("127.0.0.1:0".parse().unwrap(), &shared).unwrap();

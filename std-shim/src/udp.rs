@@ -109,11 +109,11 @@ impl Endpoint {
     /// Receives up to [`BATCH`] datagrams into the request slots: `(length, source)` each.
     /// A datagram longer than a slot reports the slot's length, which is over any limit.
     fn receive(&mut self, into: &mut [(usize, Option<SocketAddr>); BATCH]) -> io::Result<usize> {
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", not(feature = "_single-datagram")))]
         {
             batch::receive(&self.socket, &mut self.requests, into)
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(any(not(target_os = "linux"), feature = "_single-datagram"))]
         {
             let (n, peer) = self.socket.recv_from(&mut self.requests[..SLOT])?;
             into[0] = (n, Some(peer));
@@ -123,9 +123,9 @@ impl Endpoint {
 
     /// Sends the replies of `out` (`(length, destination)`; `None` for no reply).
     fn send(&mut self, out: &[(usize, Option<SocketAddr>)], shared: &Shared) {
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", not(feature = "_single-datagram")))]
         let sent = batch::send(&self.socket, &self.replies, out);
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(any(not(target_os = "linux"), feature = "_single-datagram"))]
         let sent: Vec<io::Result<usize>> = out
             .iter()
             .enumerate()
@@ -156,7 +156,7 @@ impl Endpoint {
 }
 
 /// `recvmmsg` and `sendmmsg` through `nix`'s safe wrappers.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "_single-datagram")))]
 mod batch {
     use super::{BATCH, SLOT};
     use crate::config::MAX_UDP_PAYLOAD;
