@@ -151,6 +151,10 @@ step "embassy firmware: the QEMU image (static, DHCP, ASCII-only without semihos
 step "network firmware under QEMU (smoltcp and embassy images, embassy with DHCP): TCP and UDP from the host, byte for byte"
 cargo test --manifest-path "$NET_TEST" --release -- --test-threads=1
 
+step "benchmark peers (careful, naive, tokio, monoio): clippy-clean, and their replies checked"
+cargo clippy --manifest-path bench/peers/Cargo.toml --all-targets -- -D warnings
+cargo test --manifest-path bench/peers/Cargo.toml
+
 step "soak: verified load mixed with every attack, 10 s"
 scripts/soak.sh 10
 
