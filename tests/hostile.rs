@@ -79,6 +79,13 @@ fn a_line_that_never_ends_gets_one_error_and_bounded_memory() {
 
 #[test]
 fn idle_connections_are_reclaimed_and_new_clients_served() {
+    // Measured under Wine 8.0: of 500 half lines, 71-186 got no error line with a 1 s idle
+    // timeout, all 500 with 5 s, and all 100 of 200 connections with 1 s.
+    if common::skip_under_wine(
+        "Wine delivers read events for 1000 sockets over 1 s late, past the 1 s idle timeout",
+    ) {
+        return;
+    }
     let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--idle-timeout", "1"]);
     let addr = server.tcp[0];
     // A thousand that never send, and a thousand that stop in the middle of a line.
@@ -460,6 +467,14 @@ fn slow_reading_bulk_clients_with_replies_held_by_the_server_stay_within_the_bud
 /// 300, of `UPCASE_SLOW_READER_KIB` KiB each, default 160), against a server started with
 /// `extra` flags: honest replies within 0.5 s, peak RSS within 64 MiB, every bulk reply exact.
 fn slow_readers(extra: &[&str]) {
+    // Measured under Wine 8.0: worst honest replies 0.29 s, 5.8 s, 6.9 s, 10.8 s, 13.3 s, the
+    // slow ones a connection left in the accept queue (`ss -ltn`) while the server used half a
+    // core; and an idle upcase.exe's peak RSS under Wine is already 51 MiB.
+    if common::skip_under_wine(
+        "Wine leaves a new connection seconds in the accept queue beside 300 busy ones",
+    ) {
+        return;
+    }
     let clients = env_or("UPCASE_SLOW_READERS", 300);
     let kib = env_or("UPCASE_SLOW_READER_KIB", 160);
     let _ = rlimit::increase_nofile_limit(u64::MAX); // the test itself holds `clients` sockets
