@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 ///
 /// ```sh
 /// cargo build --target x86_64-pc-windows-gnu --bin upcase
-/// UPCASE_EXE=target/x86_64-pc-windows-gnu/debug/upcase.exe scripts/wine.sh cargo test -p upcase
+/// UPCASE_EXE=$PWD/target/x86_64-pc-windows-gnu/debug/upcase.exe scripts/wine.sh cargo test -p upcase
 /// ```
 pub(crate) const EXE_VAR: &str = "UPCASE_EXE";
 
