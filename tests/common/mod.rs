@@ -40,8 +40,9 @@ pub(crate) fn under_wine() -> bool {
 }
 
 /// True, after printing one line that says why, when `upcase` runs under Wine: the calling test
-/// returns at once, `if skip_under_wine("reads /proc") { return; }`. The line names the test and
-/// goes to stderr past the harness's capture, so every run shows each skip and its reason.
+/// returns at once, `if skip_under_wine("reads /proc") { return; }`, or leaves out one part,
+/// `if !skip_under_wine("its part that ...: why") { ... }`. The line names the test and goes to
+/// stderr past the harness's capture, so every run shows each skip and its reason.
 pub(crate) fn skip_under_wine(why: &str) -> bool {
     if !under_wine() {
         return false;
@@ -57,8 +58,8 @@ pub(crate) fn skip_under_wine(why: &str) -> bool {
 }
 
 /// The signal that asks `upcase` to stop (the graceful drain): `TERM` on Linux; under Wine,
-/// `INT`, which Wine delivers to the Windows program as Ctrl-C (a `SIGTERM` to the Wine process
-/// is no Windows stop request; Wine ends the program).
+/// `INT`, which Wine delivers to the Windows program as Ctrl-C. (A `SIGTERM` to the Wine process
+/// is no Windows stop request: it ends the process at once, status 143, with no drain.)
 pub(crate) fn stop_signal() -> &'static str {
     if under_wine() { "INT" } else { "TERM" }
 }
