@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// `upcase` runs under Wine. `scripts/wine.sh` sets up the prefix and its variables:
 ///
 /// ```sh
-/// cargo build --target x86_64-pc-windows-gnu --bin upcase
+/// scripts/wine.sh cargo build --target x86_64-pc-windows-gnu --bin upcase
 /// UPCASE_EXE=$PWD/target/x86_64-pc-windows-gnu/debug/upcase.exe scripts/wine.sh cargo test -p upcase
 /// ```
 pub(crate) const EXE_VAR: &str = "UPCASE_EXE";
