@@ -1440,7 +1440,11 @@ mod tests {
         s.handle_time(55);
         assert_eq!(s.poll_close(), Some(Closing::Close));
         assert_eq!(s.close_reason(), Some(CloseReason::Deadline));
-        assert_eq!(s.poll_timeout(), None, "a closed session runs no timer (found by fuzzing)");
+        assert_eq!(
+            s.poll_timeout(),
+            None,
+            "a closed session runs no timer (found by fuzzing)"
+        );
     }
 
     #[test]
