@@ -492,14 +492,14 @@ fn serves_tcp_and_udp_from_qemu() {
     // The guest counted each unanswered datagram under its reason.
     let last = log.lines().last().unwrap_or_default();
     assert_eq!(
-        field(last, "echo"),
+        field(last, "loop"),
         Some(20 - echoes_answered as u64),
         "{last}"
     );
-    assert_eq!(field(last, "too_large"), Some(1), "{last}");
+    assert_eq!(field(last, "reply_too_large"), Some(1), "{last}");
     let low = u64::from(low_port_checked);
-    assert_eq!(field(last, "low_port"), Some(low), "{last}");
-    assert_eq!(field(last, "no_room"), Some(0), "{last}");
+    assert_eq!(field(last, "low_source_port"), Some(low), "{last}");
+    assert_eq!(field(last, "not_sent"), Some(0), "{last}");
     eprintln!(
         "figures: boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
          stack high-water {} B; total {:.1} s",
