@@ -182,6 +182,16 @@ impl Guest {
         self.log.join("\n")
     }
 
+    /// The first diagnostic line so far that starts with `prefix`, or else the next one, for
+    /// which it waits up to [`IO_TIMEOUT`].
+    pub fn line(&mut self, prefix: &str) -> String {
+        self.drain();
+        match self.log.iter().find(|l| l.starts_with(prefix)) {
+            Some(line) => line.clone(),
+            None => self.wait_line(prefix),
+        }
+    }
+
     /// Waits up to [`IO_TIMEOUT`] for the next diagnostic line that starts with `prefix`.
     pub fn wait_line(&mut self, prefix: &str) -> String {
         self.drain();

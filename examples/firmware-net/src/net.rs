@@ -91,6 +91,8 @@ mod dhcp {
                     self.address = cidr.address();
                     Some(Some(Via::Dhcp))
                 }
+                // The socket starts deconfigured, and says so once: nothing was lost yet.
+                dhcpv4::Event::Deconfigured if self.address.is_unspecified() => None,
                 dhcpv4::Event::Deconfigured => {
                     iface.update_ip_addrs(|addrs| addrs.clear());
                     iface.routes_mut().remove_default_ipv4_route();
