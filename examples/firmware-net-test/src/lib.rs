@@ -185,16 +185,23 @@ impl Guest {
     /// The first diagnostic line so far that starts with `prefix`, or else the next one, for
     /// which it waits up to [`IO_TIMEOUT`].
     pub fn line(&mut self, prefix: &str) -> String {
-        self.drain();
-        match self.log.iter().find(|l| l.starts_with(prefix)) {
-            Some(line) => line.clone(),
-            None => self.wait_line(prefix),
-        }
+        self.line_since(0, prefix)
     }
 
-    /// Waits up to [`IO_TIMEOUT`] for the next diagnostic line that starts with `prefix`.
-    pub fn wait_line(&mut self, prefix: &str) -> String {
+    /// Where the log stands now: pass it to [`line_since`](Self::line_since) after an action
+    /// to find the line the action makes, whether it came before or after that call.
+    pub fn mark(&mut self) -> usize {
         self.drain();
+        self.log.len()
+    }
+
+    /// The first diagnostic line after `mark` that starts with `prefix`, waiting up to
+    /// [`IO_TIMEOUT`] for it.
+    pub fn line_since(&mut self, mark: usize, prefix: &str) -> String {
+        self.drain();
+        if let Some(line) = self.log.iter().skip(mark).find(|l| l.starts_with(prefix)) {
+            return line.clone();
+        }
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -229,13 +236,14 @@ impl Guest {
     /// The guest's totals: one connection (`x\n`, then a half-close) makes it log a `closed:`
     /// line, whose `name=value` fields this returns. Counts that connection and its line.
     pub fn totals(&mut self) -> HashMap<String, u64> {
+        let mark = self.mark();
         let mut s = self.connect();
         s.write_all(b"x\n").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let mut reply = Vec::new();
         s.read_to_end(&mut reply).unwrap();
         assert_eq!(reply, b"X\n");
-        let line = self.wait_line("closed:");
+        let line = self.line_since(mark, "closed:");
         let totals = line.split(" totals:").nth(1).unwrap_or_default();
         fields(totals)
     }

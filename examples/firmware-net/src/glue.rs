@@ -51,8 +51,9 @@ where
     session.handle_time(now_ms);
     let mut moved = false;
     loop {
-        // 1. Every reply that the input so far determines, into the TX ring.
-        let mut filled = false;
+        // 1. Every reply that the input so far determines, into the TX ring. `said_all`: the
+        // session had room and wrote nothing more, so its replies so far are all queued.
+        let (mut filled, mut said_all) = (false, false);
         while !session.is_done() {
             let sent = socket.send(|ring| {
                 let n = session.poll_transmit(ring);
@@ -60,7 +61,8 @@ where
             });
             match sent {
                 Ok((0, 0)) if filled => session.handle_blocked(), // full, and more may wait
-                Ok((0, _)) | Err(_) => {}
+                Ok((0, room)) => said_all = room > 0,
+                Err(_) => {}
                 Ok((n, room)) => {
                     session.handle_sent(n);
                     moved = true;
@@ -105,7 +107,11 @@ where
                 return moved;
             }
         }
-        // 3. Only then more input.
+        // 3. Only then more input, and only once every reply so far is queued: a peer that
+        // does not read is not read either (and an end of stream is taken once).
+        if !said_all || !session.is_open() {
+            return moved;
+        }
         match socket.recv_slice(session.recv_buffer()) {
             Ok(0) | Err(tcp::RecvError::InvalidState) => return moved,
             Ok(n) => session.handle_recv(n),
