@@ -72,10 +72,12 @@ pub struct Guest {
     pub tcp: u16,
     /// The host port forwarded to the guest's UDP port.
     pub udp: u16,
-    /// The guest's diagnostics, line by line, as they arrive.
-    lines: mpsc::Receiver<String>,
+    /// The guest's diagnostics, line by line, as they arrive, with when they did.
+    lines: mpsc::Receiver<(Instant, String)>,
     /// Every line received so far.
     log: Vec<String>,
+    /// When each line of `log` arrived.
+    arrived: Vec<Instant>,
     /// Dropping it stops the watchdog.
     _watchdog: mpsc::Sender<()>,
 }
@@ -101,7 +103,7 @@ impl Guest {
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if log_tx.send(line).is_err() {
+                    if log_tx.send((Instant::now(), line)).is_err() {
                         break;
                     }
                 }
@@ -140,6 +142,7 @@ impl Guest {
                 udp,
                 lines,
                 log: Vec::new(),
+                arrived: Vec::new(),
                 _watchdog: stop,
             };
             guest.drain();
@@ -156,7 +159,7 @@ impl Guest {
             let _ = guest.child.kill();
             let _ = guest.child.wait();
             // The stderr reader ends with QEMU: collect what it said.
-            while let Ok(line) = guest.lines.recv_timeout(Duration::from_secs(2)) {
+            while let Ok((_, line)) = guest.lines.recv_timeout(Duration::from_secs(2)) {
                 guest.log.push(line);
             }
             let log = guest.log.join("\n");
@@ -171,8 +174,9 @@ impl Guest {
 
     /// Takes the lines that have arrived, without waiting.
     fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
+        while let Ok((at, line)) = self.lines.try_recv() {
             self.log.push(line);
+            self.arrived.push(at);
         }
     }
 
@@ -198,18 +202,25 @@ impl Guest {
     /// The first diagnostic line after `mark` that starts with `prefix`, waiting up to
     /// [`IO_TIMEOUT`] for it.
     pub fn line_since(&mut self, mark: usize, prefix: &str) -> String {
+        self.line_since_at(mark, prefix).0
+    }
+
+    /// [`line_since`](Self::line_since), with when the line arrived.
+    pub fn line_since_at(&mut self, mark: usize, prefix: &str) -> (String, Instant) {
         self.drain();
-        if let Some(line) = self.log.iter().skip(mark).find(|l| l.starts_with(prefix)) {
-            return line.clone();
+        let found = (mark..self.log.len()).find(|&i| self.log[i].starts_with(prefix));
+        if let Some(i) = found {
+            return (self.log[i].clone(), self.arrived[i]);
         }
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     self.log.push(line.clone());
+                    self.arrived.push(at);
                     if line.starts_with(prefix) {
-                        return line;
+                        return (line, at);
                     }
                 }
                 Err(_) => panic!(
@@ -235,6 +246,7 @@ impl Guest {
 
     /// The guest's totals: one connection (`x\n`, then a half-close) makes it log a `closed:`
     /// line, whose `name=value` fields this returns. Counts that connection and its line.
+    /// Fails if the guest's clock ever went back (`clock_steps_back`).
     pub fn totals(&mut self) -> HashMap<String, u64> {
         let mark = self.mark();
         let mut s = self.connect();
@@ -244,8 +256,10 @@ impl Guest {
         s.read_to_end(&mut reply).unwrap();
         assert_eq!(reply, b"X\n");
         let line = self.line_since(mark, "closed:");
-        let totals = line.split(" totals:").nth(1).unwrap_or_default();
-        fields(totals)
+        let totals = fields(line.split(" totals:").nth(1).unwrap_or_default());
+        // A property of every run: the guest's clock never went back.
+        assert_eq!(totals.get("clock_steps_back"), Some(&0), "{line}");
+        totals
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Totals {
     pub datagrams: u64,
     /// Datagrams left without a reply, by [`DropReason::index`].
     pub dropped: [u64; DropReason::COUNT],
+    /// Clock reads that would have gone back in time (`hw::Timer::steps_back`): 0.
+    pub clock_steps_back: u64,
 }
 
 /// How the image got its address.
@@ -157,12 +159,13 @@ impl Diag {
             for (reason, n) in DropReason::ALL.iter().zip(t.dropped) {
                 l.field(reason.name(), n);
             }
+            l.field("clock_steps_back", t.clock_steps_back);
             l.field("stack_high_water", stack_high_water as u64);
             l.end();
         }
         #[cfg(feature = "defmt")]
         defmt::info!(
-            "closed: uptime_ms={} reason={} {} totals: connections={} lines={} overlong={} datagrams={} dropped={} stack_high_water={}",
+            "closed: uptime_ms={} reason={} {} totals: connections={} lines={} overlong={} datagrams={} dropped={} clock_steps_back={} stack_high_water={}",
             now_ms,
             reason_name(reason),
             c,
@@ -171,6 +174,7 @@ impl Diag {
             t.overlong,
             t.datagrams,
             t.dropped,
+            t.clock_steps_back,
             stack_high_water
         );
         let _ = (now_ms, reason, c, t, stack_high_water);

@@ -124,58 +124,89 @@ pub const SYSCLK_HZ: u32 = 12_500_000;
 const CYCLES_PER_MS: u64 = SYSCLK_HZ as u64 / 1000;
 /// The longest SysTick period: its reload register has 24 bits.
 const MAX_PERIOD: u32 = 1 << 24;
-/// The shortest sleep: one millisecond. A deadline closer than that is waited for awake. The
-/// period stays set after the wake-up, so the busy loop that follows takes at most one SysTick
-/// exception a millisecond, as a fixed 1 ms tick would.
+/// The shortest sleep: one millisecond. A deadline closer than that is waited for awake.
 const MIN_SLEEP: u64 = CYCLES_PER_MS;
 
 /// Cycles counted in the SysTick periods that have ended.
 static ELAPSED: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
 /// The current SysTick period, in cycles (the reload value plus one).
 static PERIOD: Mutex<Cell<u32>> = Mutex::new(Cell::new(MAX_PERIOD));
+/// Whether the current period's wrap is still to be counted by the exception. A period starts
+/// disarmed and is armed once a read finds its counter past half-way: QEMU's model pends the
+/// SysTick more than once for one wrap (when the counter reaches 0, when it reloads one clock
+/// later, and when it is restarted), so an exception counts a wrap only for an armed period,
+/// and disarms it. The main loop reads the clock many times a 1.34 s period; a sleep counts its
+/// own wrap (`Timer::sleep_until`).
+static ARMED: Mutex<Cell<bool>> = Mutex::new(Cell::new(false));
 
 #[exception]
 fn SysTick() {
     cortex_m::interrupt::free(|cs| {
-        let elapsed = ELAPSED.borrow(cs);
-        elapsed.set(elapsed.get() + u64::from(PERIOD.borrow(cs).get()));
+        if ARMED.borrow(cs).replace(false) {
+            let elapsed = ELAPSED.borrow(cs);
+            elapsed.set(elapsed.get() + u64::from(PERIOD.borrow(cs).get()));
+        }
     });
 }
 
-/// Cycles since [`start`], inside a critical section (so the SysTick handler cannot run: a
-/// wrap it has not counted yet shows as a pending SysTick).
+/// Cycles since [`start`], inside a critical section (so the SysTick handler cannot run).
 ///
 /// A period of `P` cycles shows the counter values `P - 1`, ..., `1`, `0`, one per cycle, and
-/// the exception pends as the counter reaches `0`. So the period is taken to begin at its `0`:
-/// the cycles counted in it are `P - value` for a value above `0`, and none at `0`, which is
-/// when the handler (or the pending check) has just added the whole period. Time never goes
-/// back, whichever side of the wrap the reads fall.
+/// the exception pends as the counter reaches `0`: the cycles counted in the period are
+/// `P - value`, and all `P` at its end. For an armed period (see [`ARMED`]), a pending exception
+/// or a `0` is that end (QEMU's model reads `0` from the moment the period ends until its timer
+/// callback has run and pended the exception), counted here as the handler will count it. For a
+/// disarmed one, whose wrap was counted (or which has just started), a `0` is its start. Time
+/// never goes back, whichever side of the wrap the reads fall.
 fn cycles(cs: &CriticalSection) -> u64 {
-    let period = PERIOD.borrow(cs).get();
-    let mut base = ELAPSED.borrow(cs).get();
-    let mut current = SYST::get_current();
-    if SCB::is_pendst_pending() {
-        // The counter reached 0 and the handler has not run: the value read may be from either
-        // side of that, so read it again now that the wrap is counted here.
-        base += u64::from(period);
-        current = SYST::get_current();
+    let period = u64::from(PERIOD.borrow(cs).get());
+    let base = ELAPSED.borrow(cs).get();
+    let armed = ARMED.borrow(cs);
+    let before = SCB::is_pendst_pending();
+    let mut value = u64::from(SYST::get_current()).min(period);
+    let pending = SCB::is_pendst_pending();
+    if pending && !before {
+        // It wrapped while it was read: read it after the wrap.
+        value = u64::from(SYST::get_current()).min(period);
     }
-    let counted = match current {
-        0 => 0,
-        v => period.saturating_sub(v.min(period)),
-    };
-    base + u64::from(counted)
+    match (armed.get(), pending || value == 0, value) {
+        (true, true, 0) => base + period, // ended, not reloaded yet
+        (true, true, v) => base + period + period - v, // ended and reloaded
+        (true, false, v) => base + period - v,
+        (false, _, 0) => base, // counted, or just started: not loaded yet
+        (false, _, v) => {
+            if period - v >= period / 2 {
+                armed.set(true); // past half-way: the next wrap is this period's
+            }
+            base + period - v
+        }
+    }
 }
 
 /// The clock and the sleep of the main loop; owns SysTick.
 pub struct Timer {
     syst: SYST,
+    /// The latest time read.
+    last_ms: u64,
+    /// Reads that would have gone back in time (and returned `last_ms`): none, unless the
+    /// counter misbehaves. The diagnostics report it, and the tests check it is 0.
+    steps_back: u64,
 }
 
 impl Timer {
-    /// Milliseconds since [`start`]: 64 bits, so it never wraps.
-    pub fn now_ms(&self) -> u64 {
-        cortex_m::interrupt::free(cycles) / CYCLES_PER_MS
+    /// Milliseconds since [`start`]: 64 bits, so it never wraps, and never going back.
+    pub fn now_ms(&mut self) -> u64 {
+        let now = cortex_m::interrupt::free(cycles) / CYCLES_PER_MS;
+        if now < self.last_ms {
+            self.steps_back += 1;
+        }
+        self.last_ms = self.last_ms.max(now);
+        self.last_ms
+    }
+
+    /// How many reads of [`now_ms`](Self::now_ms) would have gone back in time.
+    pub fn steps_back(&self) -> u64 {
+        self.steps_back
     }
 
     /// Sleeps until `at_ms` (at most 1.34 s ahead; `None`: that long) or the next interrupt (a
@@ -196,7 +227,18 @@ impl Timer {
             }
             let period = left.min(u64::from(MAX_PERIOD)) as u32;
             self.restart(cs, now, period);
+            // One period only: with a reload value of 0, the counter stops at 0 when the period
+            // ends. So after the sleep, 0 means the period ended, and anything else is what is
+            // left of it: no exception or flag (QEMU's model pends and flags more than once
+            // per wrap, and late) is needed to tell.
+            self.syst.set_reload(0);
             cortex_m::asm::wfi();
+            let value = u64::from(SYST::get_current()).min(u64::from(period));
+            let counted = match value {
+                0 => u64::from(period),
+                v => u64::from(period) - v,
+            };
+            self.restart(cs, now + counted, MAX_PERIOD);
         });
     }
 
@@ -209,9 +251,20 @@ impl Timer {
         self.syst.set_reload(period - 1);
         self.syst.clear_current();
         self.syst.enable_counter();
-        // Enabled with its value at 0, QEMU's model pends a SysTick at once (a chip does not):
-        // no period has ended, so it is cleared.
+        // The counter reads 0 until it loads the new period (on the next clock on a chip; when
+        // QEMU's timer callback runs, under QEMU), and `cycles` reads 0 as a period's end: wait
+        // for the load. Enabled at 0, QEMU's model also pends a SysTick at once (a chip does
+        // not): no period has ended, so it is cleared.
+        for _ in 0..50_000_000 {
+            if SYST::get_current() != 0 {
+                break;
+            }
+        }
+        // Those pends also set COUNTFLAG, which `sleep_until` reads as the period's end: read
+        // (and so clear) it too.
         SCB::clear_pendst();
+        let _ = self.syst.has_wrapped();
+        ARMED.borrow(cs).set(false);
     }
 }
 
@@ -219,14 +272,17 @@ impl Timer {
 /// interrupt. Call once, with the MAC set up.
 pub fn start(mut syst: SYST) -> Timer {
     syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(MAX_PERIOD - 1);
-    syst.clear_current();
     syst.enable_interrupt();
-    syst.enable_counter();
+    let mut timer = Timer {
+        syst,
+        last_ms: 0,
+        steps_back: 0,
+    };
+    cortex_m::interrupt::free(|cs| timer.restart(cs, 0, MAX_PERIOD));
     // SAFETY: unmasking can break a critical section that relies on this line being masked;
     // there is none: the handler only acknowledges the MAC's interrupt causes.
     unsafe { cortex_m::peripheral::NVIC::unmask(Irq(ETHERNET_IRQ)) };
-    Timer { syst }
+    timer
 }
 
 // ---------------------------------------------------------------------------------------------

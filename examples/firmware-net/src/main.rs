@@ -47,10 +47,17 @@ const UDP_PORT: u16 = 9876;
 /// reply waits is closed; one that takes no reply for 30 s loses them and is reset; after the
 /// FIN, a peer has 30 s to take the rest and close its side before it is reset (smoltcp itself
 /// would wait for ever, `glue::serve_tcp`).
+#[cfg(not(feature = "_test-timers"))]
 const TIMEOUTS: Timeouts = Timeouts::NONE
     .idle_ms(60_000)
     .write_stall_ms(30_000)
     .linger_ms(30_000);
+/// The same, each 2 s, for the test of the timers (feature `_test-timers`).
+#[cfg(feature = "_test-timers")]
+const TIMEOUTS: Timeouts = Timeouts::NONE
+    .idle_ms(2_000)
+    .write_stall_ms(2_000)
+    .linger_ms(2_000);
 /// Keep-alive probes on an idle connection, and how long a silent peer may ignore them (and
 /// any retransmission): smoltcp's own bound on a peer that is gone.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -188,6 +195,7 @@ fn main() -> ! {
                     totals.connections += 1;
                     totals.lines += u64::from(c.lines);
                     totals.overlong += u64::from(c.overlong);
+                    totals.clock_steps_back = timer.steps_back();
                     let reason = slot.session.close_reason();
                     diag.closed(now, reason, &c, &totals, hw::stack_high_water());
                 }
