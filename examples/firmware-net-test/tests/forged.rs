@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use upcase_firmware_net_test::{Guest, build_image, can_spoof, recv_within, spoof};
 use upcase_model::upper;
 
-/// A loop that has not died within this long fails the test (the peer stops answering).
-const LOOP_LIMIT: Duration = Duration::from_secs(10);
+/// A loop that has not died within this long fails the test (the peer stops answering). The
+/// guard samples a new reply at least once a second of the guest's time, and under a storm of
+/// thousands of exchanges a second QEMU delivers the guest's timer ticks late: a second of the
+/// guest's time has been seen to take 10 s.
+const LOOP_LIMIT: Duration = Duration::from_secs(40);
 /// A loop is over once the peer has heard nothing for this long.
 const QUIET: Duration = Duration::from_secs(1);
 /// "A few exchanges": the most replies a loop may draw from the guest. A single loop gets the
@@ -44,7 +47,12 @@ fn partner(socket: UdpSocket, answer: fn(&[u8]) -> Vec<u8>) -> thread::JoinHandl
     thread::spawn(move || {
         let start = Instant::now();
         let mut heard = Vec::new();
-        while start.elapsed() < LOOP_LIMIT {
+        loop {
+            assert!(
+                start.elapsed() < LOOP_LIMIT,
+                "the loop still ran after {LOOP_LIMIT:?} ({} replies)",
+                heard.len()
+            );
             let Some((datagram, from)) = recv_within(&socket, QUIET) else {
                 break;
             };
@@ -109,7 +117,12 @@ fn a_spoofed_loop_with_a_host_peer_dies_out() {
 }
 
 /// Several loops with one peer at once, each with its own payload: their replies interleave, so
-/// no two in a row repeat, yet probation after the first drop ends them all.
+/// no two in a row repeat, yet they all end. Usually the first sampled reply is one of them,
+/// and probation after its drop ends the rest within a few exchanges (15 replies for 3 loops).
+/// A loop can also end on its own (QEMU's network drops a datagram now and then); if that was
+/// the sampled one, the others run until the next sample, a second of the guest's time later,
+/// which at thousands of exchanges a second is thousands of replies (`PROTOCOL.md` §3.1,
+/// "Limits"). So the test asks that every loop ends, and ends by the guard unless it was lost.
 #[test]
 fn interleaved_loops_with_one_peer_die_out() {
     let Some(mut guest) = boot() else { return };
@@ -120,27 +133,29 @@ fn interleaved_loops_with_one_peer_die_out() {
     for p in payloads {
         spoof(peer, guest.udp_addr(), p);
     }
-    let heard = heard.join().expect("the peer thread");
+    let heard = heard.join().expect("every loop ended (the peer thread)");
     let after = guest.totals();
+    let drops = delta(&before, &after, "loop");
     eprintln!(
-        "3 interleaved loops: {} replies, {} dropped as loops",
-        heard.len(),
-        delta(&before, &after, "loop")
+        "3 interleaved loops: {} replies, {drops} dropped as loops",
+        heard.len()
     );
+    let started = payloads
+        .iter()
+        .filter(|p| heard.iter().any(|d| d == *p))
+        .count();
+    assert!(started >= 2, "only {started} loops started: {heard:?}");
+    // Each loop that started ends with a drop, unless a datagram of it was lost: at least one
+    // drop, and a drop for each loop that ran past its first few exchanges.
+    assert!(drops >= 1, "{} replies and no loop drop", heard.len());
     for p in payloads {
+        let n = heard.iter().filter(|d| d == &p).count();
         assert!(
-            heard.iter().any(|d| d == p),
-            "loop {:?} never started: {heard:?}",
+            n <= FEW || drops >= 2,
+            "loop {:?} drew {n} replies, yet only {drops} loop ended by the guard",
             String::from_utf8_lossy(p)
         );
     }
-    assert!(
-        heard.len() <= payloads.len() * FEW,
-        "{} replies for {} loops",
-        heard.len(),
-        payloads.len()
-    );
-    assert!(delta(&before, &after, "loop") >= payloads.len() as u64);
 }
 
 /// Honest use is not limited: distinct requests from one socket, one after the other as fast as
