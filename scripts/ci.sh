@@ -132,7 +132,19 @@ step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, async, typed line 
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
 
 step "network firmware: smoltcp on the Stellaris MAC, and the embassy-net recipe, clippy-clean"
-(cd examples/firmware-net && cargo clippy --release -- -D warnings && cargo clippy --release --no-default-features -- -D warnings)
+# firmware-net's images: the QEMU ones (default: Unicode and semihosting; ASCII-only; DHCP) and
+# the board ones (no semihosting: nothing but a reset on a fault; defmt over RTT; DHCP), each
+# clippy-clean, and the defmt one linked (-Tdefmt.x).
+(
+  cd examples/firmware-net
+  for features in "" "--no-default-features --features semihosting" "--features dhcp" \
+    "--no-default-features --features unicode" "--no-default-features --features unicode,defmt,dhcp"; do
+    echo "-- firmware-net $features"
+    # shellcheck disable=SC2086
+    time cargo clippy --release $features -- -D warnings
+  done
+  time cargo build --release --no-default-features --features unicode,defmt,dhcp --target-dir target/board
+)
 (cd examples/firmware-net/embassy && cargo clippy --target thumbv7em-none-eabihf -- -D warnings)
 cargo clippy --manifest-path "$NET_TEST" --all-targets -- -D warnings
 
@@ -148,8 +160,8 @@ step "embassy firmware: the QEMU image (static, DHCP, ASCII-only without semihos
   time cargo build --release --features board-nucleo-f429zi,dhcp --target thumbv7em-none-eabihf
 )
 
-step "network firmware under QEMU (smoltcp and embassy images, embassy with DHCP): TCP and UDP from the host, byte for byte"
-cargo test --manifest-path "$NET_TEST" --release -- --test-threads=1
+step "network firmware under QEMU (smoltcp and embassy images): TCP and UDP byte for byte, the close, forged sources (as root), DHCP, timers"
+time cargo test --manifest-path "$NET_TEST" --release -- --test-threads=1
 
 step "benchmark peers (careful, naive, tokio, monoio): clippy-clean, and their replies checked"
 cargo clippy --manifest-path bench/peers/Cargo.toml --all-targets -- -D warnings

@@ -100,7 +100,8 @@ impl Timeouts {
 
     /// After the sending side is closed, discard the peer's input for at most `ms` before the
     /// connection is closed ([`PROTOCOL.md`](crate::spec) §2.6). With 0 the session closes
-    /// as soon as its sending side is: for a transport that lingers by itself (smoltcp).
+    /// as soon as its sending side is: for a transport that lingers by itself, when that linger
+    /// has a bound of its own (smoltcp's has none in FIN-WAIT-2: give it a linger here).
     pub const fn linger_ms(mut self, ms: u32) -> Self {
         self.linger_ms = ms;
         self

@@ -8,10 +8,15 @@
 # `listening udp 127.0.0.1:PORT`, printed once the guest says it serves. The guest's
 # diagnostics (semihosting) go to stderr. QEMU replaces this shell (exec), so the process id
 # that started it is QEMU's own: killing it stops the guest.
+#
+# UPCASE_NET_GUEST (default 10.0.2.15) is the first address QEMU's DHCP server hands out, and
+# the guest address the forwards go to: an image built with `--features dhcp` serves there; the
+# static image always uses 10.0.2.15.
 set -euo pipefail
 image=${1:?usage: run.sh IMAGE}
 tcp=${UPCASE_NET_TCP:-65432}
 udp=${UPCASE_NET_UDP:-9876}
+guest=${UPCASE_NET_GUEST:-10.0.2.15}
 
 announce() {
   local line
@@ -23,10 +28,11 @@ announce() {
   done
 }
 
-# The forwards listen on 127.0.0.1 only, and the guest starts no traffic of its own: it only
+# The forwards listen on 127.0.0.1 only, and the guest starts no traffic of its own (but its DHCP
+# requests, with `--features dhcp`): it only
 # answers what comes through them. (restrict=on is not used: QEMU's user network then drops
 # every UDP datagram the guest sends, replies included.)
 exec qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -display none -monitor none \
   -serial none -semihosting-config enable=on,target=native \
-  -nic "user,model=stellaris,hostfwd=tcp:127.0.0.1:${tcp}-:65432,hostfwd=udp:127.0.0.1:${udp}-:9876" \
+  -nic "user,model=stellaris,dhcpstart=${guest},hostfwd=tcp:127.0.0.1:${tcp}-${guest}:65432,hostfwd=udp:127.0.0.1:${udp}-${guest}:9876" \
   -kernel "$image" > >(announce)

@@ -2,10 +2,13 @@
 //! interrupt table and its Ethernet handler, the static buffers, and the stack painting. Each
 //! item outside this file is safe to call.
 
+use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
+use cortex_m::interrupt::{CriticalSection, Mutex};
 use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::{SCB, SYST};
 use cortex_m_rt::exception;
 
 use crate::sizes;
@@ -93,10 +96,7 @@ unsafe extern "C" fn ethernet_irq() {
 
 /// Any other interrupt: none is enabled, so one arriving is a fault. End the run.
 unsafe extern "C" fn default_irq() {
-    cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    crate::diag::exit(false)
 }
 
 /// The interrupt vectors after the 16 exception vectors: up to the Ethernet line (42), not
@@ -111,50 +111,178 @@ pub static __INTERRUPTS: [unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1] = {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Time: SysTick every millisecond.
+// Time: SysTick as a tickless clock. The counter runs down from its reload value; each time it
+// wraps, the SysTick exception adds the period to `ELAPSED`. The time now is `ELAPSED` plus
+// the part of the current period already counted. To sleep, the period is set to the time left
+// until the wake-up (at most 2^24 cycles, 1.34 s), so the core wakes once per deadline, not
+// every millisecond.
 
 /// QEMU's lm3s6965evb runs the core at 12.5 MHz out of reset (200 MHz / (SYSDIV + 1), with the
 /// reset value of RCC); a real chip out of reset runs on its 12 MHz ±30 % internal oscillator.
 pub const SYSCLK_HZ: u32 = 12_500_000;
+/// Core cycles per millisecond.
+const CYCLES_PER_MS: u64 = SYSCLK_HZ as u64 / 1000;
+/// The longest SysTick period: its reload register has 24 bits.
+const MAX_PERIOD: u32 = 1 << 24;
+/// The shortest sleep: one millisecond. A deadline closer than that is waited for awake.
+const MIN_SLEEP: u64 = CYCLES_PER_MS;
 
-/// Milliseconds since boot, wrapping; written only by the SysTick handler.
-static TICKS: AtomicU32 = AtomicU32::new(0);
+/// Cycles counted in the SysTick periods that have ended.
+static ELAPSED: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
+/// The current SysTick period, in cycles (the reload value plus one).
+static PERIOD: Mutex<Cell<u32>> = Mutex::new(Cell::new(MAX_PERIOD));
+/// Whether the current period's wrap is still to be counted by the exception. A period starts
+/// disarmed and is armed once a read finds its counter past half-way: QEMU's model pends the
+/// SysTick more than once for one wrap (when the counter reaches 0, when it reloads one clock
+/// later, and when it is restarted), so an exception counts a wrap only for an armed period,
+/// and disarms it. The main loop reads the clock many times a 1.34 s period; a sleep counts its
+/// own wrap (`Timer::sleep_until`).
+static ARMED: Mutex<Cell<bool>> = Mutex::new(Cell::new(false));
 
 #[exception]
 fn SysTick() {
-    // The only writer, so a load and a store suffice (no read-modify-write atomics needed).
-    TICKS.store(
-        TICKS.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
+    cortex_m::interrupt::free(|cs| {
+        if ARMED.borrow(cs).replace(false) {
+            let elapsed = ELAPSED.borrow(cs);
+            elapsed.set(elapsed.get() + u64::from(PERIOD.borrow(cs).get()));
+        }
+    });
 }
 
-/// Milliseconds since boot, wrapping after 49 days ([`crate::Clock`] widens it).
-pub fn ticks_ms() -> u32 {
-    TICKS.load(Ordering::Relaxed)
+/// Cycles since [`start`], inside a critical section (so the SysTick handler cannot run).
+///
+/// A period of `P` cycles shows the counter values `P - 1`, ..., `1`, `0`, one per cycle, and
+/// the exception pends as the counter reaches `0`: the cycles counted in the period are
+/// `P - value`, and all `P` at its end. For an armed period (see [`ARMED`]), a pending exception
+/// or a `0` is that end (QEMU's model reads `0` from the moment the period ends until its timer
+/// callback has run and pended the exception), counted here as the handler will count it. For a
+/// disarmed one, whose wrap was counted (or which has just started), a `0` is its start. Time
+/// never goes back, whichever side of the wrap the reads fall.
+fn cycles(cs: &CriticalSection) -> u64 {
+    let period = u64::from(PERIOD.borrow(cs).get());
+    let base = ELAPSED.borrow(cs).get();
+    let armed = ARMED.borrow(cs);
+    let before = SCB::is_pendst_pending();
+    let mut value = u64::from(SYST::get_current()).min(period);
+    let pending = SCB::is_pendst_pending();
+    if pending && !before {
+        // It wrapped while it was read: read it after the wrap.
+        value = u64::from(SYST::get_current()).min(period);
+    }
+    match (armed.get(), pending || value == 0, value) {
+        (true, true, 0) => base + period, // ended, not reloaded yet
+        (true, true, v) => base + period + period - v, // ended and reloaded
+        (true, false, v) => base + period - v,
+        (false, _, 0) => base, // counted, or just started: not loaded yet
+        (false, _, v) => {
+            if period - v >= period / 2 {
+                armed.set(true); // past half-way: the next wrap is this period's
+            }
+            base + period - v
+        }
+    }
 }
 
-/// Starts the 1 ms SysTick and unmasks the Ethernet interrupt. Call once, with the MAC set up.
-pub fn start_interrupts(mut syst: cortex_m::peripheral::SYST) {
+/// The clock and the sleep of the main loop; owns SysTick.
+pub struct Timer {
+    syst: SYST,
+    /// The latest time read.
+    last_ms: u64,
+    /// Reads that would have gone back in time (and returned `last_ms`): none, unless the
+    /// counter misbehaves. The diagnostics report it, and the tests check it is 0.
+    steps_back: u64,
+}
+
+impl Timer {
+    /// Milliseconds since [`start`]: 64 bits, so it never wraps, and never going back.
+    pub fn now_ms(&mut self) -> u64 {
+        let now = cortex_m::interrupt::free(cycles) / CYCLES_PER_MS;
+        if now < self.last_ms {
+            self.steps_back += 1;
+        }
+        self.last_ms = self.last_ms.max(now);
+        self.last_ms
+    }
+
+    /// How many reads of [`now_ms`](Self::now_ms) would have gone back in time.
+    pub fn steps_back(&self) -> u64 {
+        self.steps_back
+    }
+
+    /// Sleeps until `at_ms` (at most 1.34 s ahead; `None`: that long) or the next interrupt (a
+    /// frame), unless `busy()` says there is work. `busy` runs with interrupts masked, so an
+    /// interrupt arriving after it looked still ends the sleep: `wfi` wakes on a pending
+    /// interrupt even while it is masked. Each sleep loses the few cycles it takes to
+    /// reprogram the counter.
+    pub fn sleep_until(&mut self, at_ms: Option<u64>, busy: impl FnOnce() -> bool) {
+        cortex_m::interrupt::free(|cs| {
+            if busy() {
+                return;
+            }
+            let now = cycles(cs);
+            let at = at_ms.map_or(u64::MAX, |ms| ms.saturating_mul(CYCLES_PER_MS));
+            let left = at.saturating_sub(now);
+            if left < MIN_SLEEP {
+                return;
+            }
+            let period = left.min(u64::from(MAX_PERIOD)) as u32;
+            self.restart(cs, now, period);
+            // One period only: with a reload value of 0, the counter stops at 0 when the period
+            // ends. So after the sleep, 0 means the period ended, and anything else is what is
+            // left of it: no exception or flag (QEMU's model pends and flags more than once
+            // per wrap, and late) is needed to tell.
+            self.syst.set_reload(0);
+            cortex_m::asm::wfi();
+            let value = u64::from(SYST::get_current()).min(u64::from(period));
+            let counted = match value {
+                0 => u64::from(period),
+                v => u64::from(period) - v,
+            };
+            self.restart(cs, now + counted, MAX_PERIOD);
+        });
+    }
+
+    /// Starts a new SysTick period of `period` cycles at `now`: what the old one counted is
+    /// folded into `ELAPSED`, and a wrap it left pending is part of `now` already.
+    fn restart(&mut self, cs: &CriticalSection, now: u64, period: u32) {
+        self.syst.disable_counter();
+        ELAPSED.borrow(cs).set(now);
+        PERIOD.borrow(cs).set(period);
+        self.syst.set_reload(period - 1);
+        self.syst.clear_current();
+        self.syst.enable_counter();
+        // The counter reads 0 until it loads the new period (on the next clock on a chip; when
+        // QEMU's timer callback runs, under QEMU), and `cycles` reads 0 as a period's end: wait
+        // for the load. Enabled at 0, QEMU's model also pends a SysTick at once (a chip does
+        // not): no period has ended, so it is cleared.
+        for _ in 0..50_000_000 {
+            if SYST::get_current() != 0 {
+                break;
+            }
+        }
+        // Those pends also set COUNTFLAG, which `sleep_until` reads as the period's end: read
+        // (and so clear) it too.
+        SCB::clear_pendst();
+        let _ = self.syst.has_wrapped();
+        ARMED.borrow(cs).set(false);
+    }
+}
+
+/// Starts the clock (SysTick on the core clock, its longest period) and unmasks the Ethernet
+/// interrupt. Call once, with the MAC set up.
+pub fn start(mut syst: SYST) -> Timer {
     syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(SYSCLK_HZ / 1000 - 1);
-    syst.clear_current();
     syst.enable_interrupt();
-    syst.enable_counter();
+    let mut timer = Timer {
+        syst,
+        last_ms: 0,
+        steps_back: 0,
+    };
+    cortex_m::interrupt::free(|cs| timer.restart(cs, 0, MAX_PERIOD));
     // SAFETY: unmasking can break a critical section that relies on this line being masked;
     // there is none: the handler only acknowledges the MAC's interrupt causes.
     unsafe { cortex_m::peripheral::NVIC::unmask(Irq(ETHERNET_IRQ)) };
-}
-
-/// Sleeps until an interrupt (a frame, or the next millisecond tick) unless `busy()` says
-/// there is work. `busy` runs with interrupts masked, so an interrupt arriving after it looked
-/// still ends the sleep: `wfi` wakes on a pending interrupt even while it is masked.
-pub fn sleep_unless(busy: impl FnOnce() -> bool) {
-    cortex_m::interrupt::free(|_| {
-        if !busy() {
-            cortex_m::asm::wfi();
-        }
-    });
+    timer
 }
 
 // ---------------------------------------------------------------------------------------------
