@@ -2,6 +2,10 @@
 //! socket. The session decides everything (replies, timers, the graceful close); this file
 //! moves bytes, keeps the output the socket did not take yet, and counts what it handed over.
 //!
+//! The transport is a [`Stream`]: a non-blocking socket for the epoll worker (`worker.rs`), the
+//! io_uring worker's view of its completed operations for that one (`uring/`). Everything else
+//! here is the same for both.
+//!
 //! Between turns the session's storage is parked in a buffer just large enough for its partial
 //! line (none at all between messages), so a waiting connection costs its socket and the
 //! session's state; during a turn it reads into the worker's large read buffer.
@@ -23,6 +27,32 @@ const READS_PER_TURN: usize = 4;
 const SMALL_READ: usize = 4096;
 /// The worker's read room beyond the longest partial line.
 const READ_SIZE: usize = 64 * 1024;
+
+/// The transport under a [`Conn`], as a non-blocking socket behaves: `WouldBlock` when nothing
+/// can move now, `Ok(0)` from `read` at the peer's end of stream.
+pub(crate) trait Stream {
+    /// Reads what has arrived into `buf`, at most its length.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Takes as much of `buf` as the transport can now: the count taken. Bytes taken count as
+    /// handed to the kernel.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Ends the output (`shutdown(Write)`) once every byte taken has been sent.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
 
 /// Buffers a worker lends to the connection it is serving, for one turn.
 pub(crate) struct Lend {
@@ -107,9 +137,9 @@ struct Output {
     ends: VecDeque<(u64, ReplyKind)>,
 }
 
-/// One connection.
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+/// One connection over the transport `S`.
+pub(crate) struct Conn<S = TcpStream> {
+    pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     session: Session<Vec<u8>, DynTransform>,
     out: Output,
@@ -124,10 +154,19 @@ pub(crate) struct Conn {
     timed_out: bool,
 }
 
-impl Conn {
+impl Conn<TcpStream> {
+    /// Records what a poller event says about the socket.
+    pub(crate) fn note_event(&mut self, ev: &mio::event::Event) {
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.readable = true;
+        }
+    }
+}
+
+impl<S: Stream> Conn<S> {
     /// A served connection.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         transform: DynTransform,
         shared: &Shared,
@@ -149,7 +188,7 @@ impl Conn {
     /// A connection refused at the cap: it gets `error: too many connections`, then the
     /// graceful close, which ends by `deadline` (ms) at the latest.
     pub(crate) fn refused(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         deadline: Option<u64>,
         shared: &Shared,
@@ -164,13 +203,6 @@ impl Conn {
     /// Whether output waits for the socket: the worker then watches for writability.
     pub(crate) fn wants_write(&self) -> bool {
         self.out.waiting()
-    }
-
-    /// Records what a poller event says about the socket.
-    pub(crate) fn note_event(&mut self, ev: &mio::event::Event) {
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.readable = true;
-        }
     }
 
     /// Whether the connection is between messages with nothing to send: a turn for it costs
@@ -259,7 +291,7 @@ impl Conn {
                 Some(Closing::HalfClose) if self.out.waiting() => return Step::Wait,
                 Some(Closing::HalfClose | Closing::DropAndHalfClose) => {
                     self.out.drop_pending(shared);
-                    if self.stream.shutdown(Shutdown::Write).is_err() {
+                    if self.stream.shutdown_write().is_err() {
                         return Step::Close(Why::PeerGone);
                     }
                     self.session.handle_half_closed();
@@ -540,7 +572,7 @@ fn hint_unterminated(peer: SocketAddr, when: &str) {
 
 /// Writes as much of `buf` as the socket takes now: how many bytes it took, and why the
 /// connection must close if a write failed (after the bytes it took, which are counted).
-fn write_now(stream: &mut TcpStream, buf: &[u8]) -> (usize, Option<Why>) {
+fn write_now<S: Stream>(stream: &mut S, buf: &[u8]) -> (usize, Option<Why>) {
     let mut off = 0;
     while off < buf.len() {
         match stream.write(&buf[off..]) {
