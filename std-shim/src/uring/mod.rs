@@ -58,6 +58,8 @@ const UDP_SLOTS: usize = 16;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Refused connections a worker keeps for their graceful close (as the epoll worker).
 const MAX_REFUSED_CLOSING: usize = 1024;
+/// How often a long round of turns stops to reap completions (see [`Worker::mid_round`]).
+const MID_ROUND_EVERY: Duration = Duration::from_millis(10);
 /// Pause after the ring itself failed, before waiting again.
 const RING_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -231,6 +233,11 @@ pub(crate) struct Worker<'s> {
     /// Set when the shutdown began: its deadline (`None`: no deadline).
     draining: Option<Option<Instant>>,
     done: Vec<Done>,
+    /// Completions reaped in the middle of a round.
+    mid_done: Vec<Done>,
+    /// Set while those are handled: a connection that was idle gets a short turn at once, a
+    /// busy one waits for its turn in `ready`.
+    in_mid_round: bool,
 }
 
 impl<'s> Worker<'s> {
@@ -259,6 +266,8 @@ impl<'s> Worker<'s> {
             refused_closing: 0,
             draining: None,
             done: Vec::new(),
+            mid_done: Vec::new(),
+            in_mid_round: false,
         };
         for l in listeners {
             l.set_nonblocking(false)?;
@@ -320,13 +329,16 @@ impl<'s> Worker<'s> {
             let mut done = std::mem::take(&mut self.done);
             self.ring.reap(&mut done);
             let mut woken = false;
+            let mut mid_round = Instant::now() + MID_ROUND_EVERY;
             for d in done.drain(..) {
                 self.complete(d, &mut woken);
+                self.mid_round(&mut mid_round, &mut woken);
             }
             self.done = done;
             for _ in 0..self.ready.len() {
                 if let Some(k) = self.ready.pop_front() {
                     self.serve(k);
+                    self.mid_round(&mut mid_round, &mut woken);
                 }
             }
             if woken && self.draining.is_none() && self.shared.stopping.load(Ordering::Acquire) {
@@ -359,6 +371,31 @@ impl<'s> Worker<'s> {
                 next_sweep = Instant::now() + sweep_every;
             }
         }
+    }
+
+    /// Between two turns of a long round, once `next` has come (then every
+    /// [`MID_ROUND_EVERY`]), as the epoll worker does (issue 10, item 8): a round over many busy
+    /// connections can take a second, and a new client or a short request must not wait for
+    /// all of it. Submits what is queued, reaps what has completed without waiting, and handles
+    /// it: accepts and UDP at once, a connection that was idle with a short turn, a busy one
+    /// queued in `ready`.
+    fn mid_round(&mut self, next: &mut Instant, woken: &mut bool) {
+        let now = Instant::now();
+        if now < *next || self.draining.is_some() {
+            return;
+        }
+        *next = now + MID_ROUND_EVERY;
+        if self.ring.submit_and_wait(0, Duration::ZERO).is_err() {
+            return; // the main loop's wait reports and handles it
+        }
+        let mut done = std::mem::take(&mut self.mid_done);
+        self.ring.reap(&mut done);
+        self.in_mid_round = true;
+        for d in done.drain(..) {
+            self.complete(d, woken);
+        }
+        self.in_mid_round = false;
+        self.mid_done = done;
     }
 
     /// Routes one completion.
@@ -504,9 +541,14 @@ impl<'s> Worker<'s> {
         if slot.closing.is_some() {
             return;
         }
+        let share = match (self.in_mid_round, slot.conn.is_idle()) {
+            (false, _) => Share::Full,
+            (true, true) => Share::Short,
+            (true, false) => return self.ready.push_back(k),
+        };
         let lend = &mut self.lend;
         let conn = &mut slot.conn;
-        let step = match catch_unwind(AssertUnwindSafe(|| conn.turn(lend, shared, Share::Full))) {
+        let step = match catch_unwind(AssertUnwindSafe(|| conn.turn(lend, shared, share))) {
             Ok(step) => step,
             Err(_) => {
                 Counters::add(&shared.counters.panics, 1);

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use upcase_std::{Io, Server, ServerConfig, ServerCounters, ShutdownHandle};
+use upcase_std::{CountersHandle, Io, Server, ServerConfig, ServerCounters, ShutdownHandle};
 
 /// Upper bound on anything a test waits for.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -44,6 +44,7 @@ pub(crate) struct Running {
     pub(crate) tcp: Vec<SocketAddr>,
     pub(crate) udp: Vec<SocketAddr>,
     handle: ShutdownHandle,
+    counters: CountersHandle,
     thread: Option<JoinHandle<(io::Result<ServerCounters>, Instant)>>,
 }
 
@@ -53,6 +54,7 @@ impl Running {
         let server = Server::bind(config).expect("bind");
         let (tcp, udp) = (server.tcp_addrs(), server.udp_addrs());
         let handle = server.shutdown_handle();
+        let counters = server.counters_handle();
         let thread = std::thread::Builder::new()
             .name("server".into())
             .spawn(move || {
@@ -64,8 +66,14 @@ impl Running {
             tcp,
             udp,
             handle,
+            counters,
             thread: Some(thread),
         }
+    }
+
+    /// Reads the counters while the server runs.
+    pub(crate) fn counters(&self) -> &CountersHandle {
+        &self.counters
     }
 
     /// The first TCP address.
