@@ -33,7 +33,7 @@ fn lines_of(out: &[u8]) -> Vec<&[u8]> {
 #[test]
 fn shutdown_under_load_answers_a_prefix_of_every_stream_and_counts_exactly_what_was_delivered() {
     const CLIENTS: usize = 16;
-    const LINES: usize = 4000;
+    const LINES: usize = 40_000;
     for io in DRIVERS {
         let mut cfg = config(true, false).io(io);
         cfg.runtime.drain_timeout = LIMIT;
