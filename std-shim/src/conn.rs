@@ -34,7 +34,8 @@ pub(crate) trait Stream {
     /// Reads what has arrived into `buf`, at most its length.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Takes as much of `buf` as the transport can now: the count taken. Bytes taken count as
-    /// handed to the kernel.
+    /// handed to the kernel. A completion-based transport takes nothing here (`WouldBlock`):
+    /// its driver sends [`Conn::pending_output`] and reports [`Conn::output_taken`].
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Ends the output (`shutdown(Write)`) once every byte taken has been sent.
     fn shutdown_write(&mut self) -> io::Result<()>;
@@ -462,6 +463,29 @@ impl<S: Stream> Conn<S> {
             shared.buffer_change(bytes.len() - took, 0);
         }
         Ok(())
+    }
+
+    /// The output the transport has not taken yet: what a completion-based driver hands to
+    /// its next send operation (a copy; the bytes stay here until [`output_taken`]).
+    ///
+    /// [`output_taken`]: Self::output_taken
+    pub(crate) fn pending_output(&self) -> &[u8] {
+        self.out.pending.get(self.out.sent..).unwrap_or(&[])
+    }
+
+    /// A completion-based driver's send operation took the first `n` bytes of
+    /// [`pending_output`](Self::pending_output): progress for the stall timer, and the replies
+    /// that end within them count, exactly as when a socket takes them. More than is pending
+    /// (a send that completes after its output was given up) counts only what is pending.
+    pub(crate) fn output_taken(&mut self, n: usize, shared: &Shared) {
+        let n = n.min(self.out.pending.len() - self.out.sent);
+        self.out.sent += n;
+        shared.buffer_change(0, n);
+        self.note_taken(n, shared);
+        if !self.out.waiting() {
+            self.out.pending = Vec::new();
+            self.out.sent = 0;
+        }
     }
 
     /// Writes pending output. `Ok(true)` when none is left.

@@ -9,6 +9,8 @@ mod common;
 use common::{LIMIT, Running, config, connect};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use upcase_std::Io;
 
@@ -39,11 +41,14 @@ fn shutdown_under_load_answers_a_prefix_of_every_stream_and_counts_exactly_what_
         cfg.runtime.drain_timeout = LIMIT;
         let server = Running::start(cfg);
         let addr = server.tcp();
+        let connected = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
+                let connected = connected.clone();
                 std::thread::spawn(move || {
                     let input = request(c, LINES);
                     let mut s = connect(addr);
+                    connected.fetch_add(1, Ordering::SeqCst);
                     let mut writer = s.try_clone().unwrap();
                     let sent = input.clone();
                     // The writer may be cut short by the shutdown; the reader decides.
@@ -58,9 +63,11 @@ fn shutdown_under_load_answers_a_prefix_of_every_stream_and_counts_exactly_what_
                 })
             })
             .collect();
-        // Load first: every client has had replies before the stop.
+        // Load first: every client is connected and replies flow before the stop.
         let until = Instant::now() + LIMIT;
-        while server_lines(&server) < CLIENTS as u64 * 50 {
+        while connected.load(Ordering::SeqCst) < CLIENTS
+            || server_lines(&server) < CLIENTS as u64 * 50
+        {
             assert!(Instant::now() < until, "{io}: no load reached the server");
             std::thread::yield_now();
         }

@@ -5,12 +5,12 @@
 //! waits for the next completions.
 //!
 //! A connection's transport is a [`Link`]: the buffer of its last completed receive (read by
-//! the session as from a socket, `WouldBlock` once consumed, when the next receive is armed),
-//! and a send buffer of at most [`TX_CAP`] bytes that one send operation at a time hands to the
-//! kernel. Bytes count as taken (replies counted, the write-stall timer fed) when they enter
-//! that buffer, which plays the part of the socket's send buffer; while a send is in flight the
-//! connection keeps further replies under the reply budget, exactly as it does when a socket
-//! is full.
+//! the session as from a socket, `WouldBlock` once consumed, when the next receive is armed).
+//! Output is never taken by a write: the connection keeps it (under the reply budget, as when
+//! a socket is full), one send operation at a time carries a copy of up to [`TX_CAP`] bytes of
+//! it to the kernel, and its completion reports what the kernel took
+//! ([`Conn::output_taken`]): replies count, and the stall timer sees progress, exactly when the
+//! kernel has taken their bytes, as with epoll.
 //!
 //! Every `unsafe` is in [`ring`]; this file is safe code. A connection's socket is closed only
 //! once none of its operations is in flight, so its buffers and its descriptor number outlive
@@ -92,11 +92,10 @@ pub(crate) struct Link {
     rx: Option<Vec<u8>>,
     rx_off: usize,
     rx_end: RxEnd,
-    /// Output taken and not yet handed to a send; `None` while a send is in flight.
+    /// The send buffer (a copy of the connection's pending output); `None` while a send is
+    /// in flight.
     tx: Option<Vec<u8>>,
     tx_failed: bool,
-    /// `shutdown(Write)` asked for while output was still to be sent.
-    shutdown_pending: bool,
 }
 
 impl Link {
@@ -108,20 +107,12 @@ impl Link {
             rx_end: RxEnd::Open,
             tx: Some(Vec::new()),
             tx_failed: false,
-            shutdown_pending: false,
         }
     }
 
     /// Whether the receive buffer is free and input may still come: a receive should be armed.
     fn wants_recv(&self) -> bool {
         self.rx_end == RxEnd::Open && self.rx.as_ref().is_some_and(|rx| self.rx_off >= rx.len())
-    }
-
-    fn shutdown_now(&mut self) {
-        self.shutdown_pending = false;
-        if self.sock.shutdown(Shutdown::Write).is_err() {
-            self.tx_failed = true;
-        }
     }
 }
 
@@ -143,31 +134,20 @@ impl Stream for Link {
         }
     }
 
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
         if self.tx_failed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let Some(tx) = &mut self.tx else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        let n = TX_CAP.saturating_sub(tx.len()).min(buf.len());
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        tx.extend_from_slice(&buf[..n]);
-        Ok(n)
+        // The worker's send operations carry the connection's pending output.
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
+    /// At once: the session half-closes only once every reply was taken (or given up).
     fn shutdown_write(&mut self) -> io::Result<()> {
         if self.tx_failed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if self.tx.as_ref().is_some_and(Vec::is_empty) {
-            self.sock.shutdown(Shutdown::Write)
-        } else {
-            self.shutdown_pending = true;
-            Ok(())
-        }
+        self.sock.shutdown(Shutdown::Write)
     }
 }
 
@@ -218,8 +198,6 @@ pub(crate) struct Worker<'s> {
     shared: &'s Shared,
     ring: Ring,
     listeners: Vec<(TcpListener, Vec<usize>)>,
-    /// Listeners no longer accepted from (the drain began), kept open until the worker ends.
-    closed_listeners: Vec<TcpListener>,
     udp: Vec<UdpEnd>,
     conns: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -254,7 +232,6 @@ impl<'s> Worker<'s> {
             shared,
             ring: Ring::new(RING_ENTRIES)?,
             listeners: Vec::new(),
-            closed_listeners: Vec::new(),
             udp: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
@@ -356,7 +333,12 @@ impl<'s> Worker<'s> {
                 }
             }
             if let Some(deadline) = self.draining {
-                if self.conns.iter().all(Option::is_none) {
+                // Done once no connection is open and no accept is in flight: a cancelled
+                // accept may still complete with a connection, which is then served as the
+                // backlog's rather than reset by the ring's drop.
+                if self.conns.iter().all(Option::is_none)
+                    && self.listeners.iter().all(|(_, ops)| ops.is_empty())
+                {
                     return;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -587,10 +569,14 @@ impl<'s> Worker<'s> {
             slot.recv = Some(self.ring.push(tag(CONN_RECV, k), Op::Recv { fd, buf }));
         }
         if slot.send.is_none()
-            && link.tx.as_ref().is_some_and(|tx| !tx.is_empty())
-            && let Some(buf) = link.tx.take()
+            && !slot.conn.stream.tx_failed
+            && slot.conn.wants_write()
+            && let Some(mut buf) = slot.conn.stream.tx.take()
         {
-            let op = Op::Send { fd, buf, off: 0 };
+            let pending = slot.conn.pending_output();
+            buf.clear();
+            buf.extend_from_slice(&pending[..pending.len().min(TX_CAP)]);
+            let op = Op::Send { fd, buf };
             slot.send = Some(self.ring.push(tag(CONN_SEND, k), op));
         }
     }
@@ -628,41 +614,23 @@ impl<'s> Worker<'s> {
             return;
         };
         slot.send = None;
-        let link = &mut slot.conn.stream;
-        let Buf::Send(mut buf, off) = d.buf else {
+        let Buf::Send(mut buf) = d.buf else {
             return;
         };
-        let fd = link.sock.as_raw_fd();
+        let sent = buf.len();
+        buf.clear();
+        if buf.capacity() > TX_KEEP {
+            buf = Vec::new();
+        }
+        slot.conn.stream.tx = Some(buf);
         match d.result {
-            Ok(n) if n > 0 && off + n < buf.len() && !link.tx_failed => {
-                // The rest of it, in its place before anything taken since.
-                let op = Op::Send {
-                    fd,
-                    buf,
-                    off: off + n,
-                };
-                slot.send = Some(self.ring.push(tag(CONN_SEND, k), op));
-                return;
-            }
-            Ok(n) if n > 0 || buf.len() == off => {
-                buf.clear();
-                if buf.capacity() > TX_KEEP {
-                    buf = Vec::new();
-                }
-                link.tx = Some(buf);
-                if link.shutdown_pending {
-                    link.shutdown_now();
-                }
-            }
+            Ok(n) if n > 0 || sent == 0 => slot.conn.output_taken(n, self.shared),
             // A send of nothing (the peer gone), an error, or the close's cancel.
-            _ => {
-                link.tx = Some(Vec::new());
-                link.tx_failed = true;
-            }
+            _ => slot.conn.stream.tx_failed = true,
         }
         if slot.closing.is_some() {
             self.finish_if_done(k);
-        } else if slot.conn.wants_write() || slot.conn.stream.tx_failed {
+        } else {
             self.serve(k);
         }
     }
@@ -706,11 +674,8 @@ impl<'s> Worker<'s> {
         {
             return;
         }
-        let Some(mut slot) = slot.take() else { return };
+        let Some(slot) = slot.take() else { return };
         self.free.push(k);
-        if slot.conn.stream.shutdown_pending && !slot.conn.stream.tx_failed {
-            slot.conn.stream.shutdown_now();
-        }
         let why = slot.closing.map_or(Why::PeerGone, |(w, _)| w);
         tracing::debug!(peer = %slot.conn.peer, %why, "connection closed");
         if slot.conn.counted {
@@ -751,8 +716,8 @@ impl<'s> Worker<'s> {
         self.draining = Some(deadline);
         let deadline_ms = deadline.map(|d| self.shared.ms_at(d));
         let mut backlog = Vec::new();
-        for (l, ops) in std::mem::take(&mut self.listeners) {
-            for id in ops {
+        for (l, ops) in &self.listeners {
+            for &id in ops {
                 self.ring.cancel(id);
             }
             // The listener stays open until the worker ends: the accepts cancelled above may
@@ -766,7 +731,6 @@ impl<'s> Worker<'s> {
                     }
                 }
             }
-            self.closed_listeners.push(l);
         }
         for s in backlog {
             if s.set_nonblocking(false).is_ok() {

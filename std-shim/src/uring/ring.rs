@@ -176,8 +176,8 @@ pub(crate) enum Op {
     /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`); the bytes
     /// received are appended.
     Recv { fd: RawFd, buf: Vec<u8> },
-    /// Send `buf[off..]`.
-    Send { fd: RawFd, buf: Vec<u8>, off: usize },
+    /// Send `buf`.
+    Send { fd: RawFd, buf: Vec<u8> },
     /// Receive one datagram into `dg`'s request buffer.
     RecvMsg { fd: RawFd, dg: Box<Datagram> },
     /// Send `dg`'s reply buffer, `len` bytes of it, to `to`.
@@ -195,8 +195,8 @@ pub(crate) enum Buf {
     Accepted(Option<TcpStream>),
     /// A receive's buffer, with the bytes received appended.
     Recv(Vec<u8>),
-    /// A send's buffer, and the offset it was sent from.
-    Send(Vec<u8>, usize),
+    /// A send's buffer.
+    Send(Vec<u8>),
     /// A datagram slot: received into (`RecvMsg`) or sent from (`SendMsg`).
     Datagram(Box<Datagram>),
 }
@@ -223,7 +223,7 @@ struct InFlight {
 enum Held {
     Accept,
     Recv(Vec<u8>),
-    Send(Vec<u8>, usize),
+    Send(Vec<u8>),
     Datagram(Box<Datagram>),
 }
 
@@ -268,13 +268,12 @@ impl Ring {
                     opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast(), len).build();
                 (entry, Held::Recv(buf))
             }
-            Op::Send { fd, buf, off } => {
-                let bytes = buf.get(off..).unwrap_or(&[]);
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                let entry = opcode::Send::new(types::Fd(fd), bytes.as_ptr(), len)
+            Op::Send { fd, buf } => {
+                let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+                let entry = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build();
-                (entry, Held::Send(buf, off))
+                (entry, Held::Send(buf))
             }
             Op::RecvMsg { fd, mut dg } => {
                 let hdr = dg.prepare_recv();
@@ -396,7 +395,7 @@ impl Ring {
                     }
                     Buf::Recv(buf)
                 }
-                Held::Send(buf, off) => Buf::Send(buf, off),
+                Held::Send(buf) => Buf::Send(buf),
                 Held::Datagram(mut dg) => {
                     if let Ok(n) = result {
                         dg.received = n.min(dg.request.len());
