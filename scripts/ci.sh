@@ -92,6 +92,13 @@ for features in "${CORE_FEATURES[@]}"; do
 done
 cargo bench -p upcase-core --features fast --no-run
 
+step "tests over io_uring: the end-to-end and in-process suites again, every server on the io_uring driver"
+# UPCASE_IO is read by `upcase serve --io` and by std-shim/tests/common; the run above used
+# `auto` (io_uring where the kernel allows it), this one fails where io_uring cannot run, and
+# the next one pins epoll, so that both drivers are tested whatever the machine.
+UPCASE_IO=uring cargo test -p upcase -p upcase-std
+UPCASE_IO=epoll cargo test -p upcase -p upcase-std
+
 step "core on thumb targets"
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
   for features in "--no-default-features" "" "--features fast" "--no-default-features --features defmt" "--features defmt,async"; do
