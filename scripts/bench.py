@@ -33,18 +33,20 @@ BENCH = TARGET / "release/upcase-bench"
 PEERS = PEERS_TARGET / "release"
 
 SERVERS = {
-    "upcase": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+    "upcase": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--io", "epoll"],
+    "upcase-uring": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--io", "uring"],
     "careful": [str(PEERS / "careful"), "127.0.0.1:0"],
     "naive": [str(PEERS / "naive"), "127.0.0.1:0"],
     "tokio": [str(PEERS / "tokio-lines"), "127.0.0.1:0", "127.0.0.1:0"],
 }
 # The `listening` lines each server prints: its TCP and (upcase, tokio) UDP addresses.
-SOCKETS = {"upcase": 2, "careful": 1, "naive": 1, "tokio": 2}
-TCP_SERVERS = ["upcase", "careful", "naive", "tokio"]
-UDP_SERVERS = ["upcase", "tokio"]
+SOCKETS = {"upcase": 2, "upcase-uring": 2, "careful": 1, "naive": 1, "tokio": 2}
+TCP_SERVERS = ["upcase", "upcase-uring", "careful", "naive", "tokio"]
+UDP_SERVERS = ["upcase", "upcase-uring", "tokio"]
 
 DESCRIPTIONS = {
-    "upcase": "`upcase serve` with its defaults (event-driven workers, one per core)",
+    "upcase": "`upcase serve --io epoll`: its defaults, epoll workers, one per core",
+    "upcase-uring": "`upcase serve --io uring`: the same over the io_uring workers (issue 21)",
     "careful": "a thread per connection, 64 KiB `BufReader::read_until` (memchr), "
     "`str::to_uppercase` per valid UTF-8 run, 64 KiB `BufWriter` flushed only when the "
     "reader's buffer is empty (`bench/peers/src/bin/careful.rs`)",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole performance comparison against issue 12's targets: builds upcase and upcase-bench
 # (release) and the baseline servers (bench/peers: careful, naive, tokio; outside the workspace,
-# with its own lock file), runs every scenario on loopback, and writes BENCHMARKS.md.
+# with its own lock file), runs every scenario on loopback, and writes BENCHMARKS.md. upcase runs
+# twice in each: `--io epoll` (upcase) and `--io uring` (upcase-uring).
 #
 #   scripts/bench.sh                      # 3 reps of 5 s per server and scenario, criterion
 #   scripts/bench.sh --quick              # smoke run: 1 rep of 1 s, short criterion
