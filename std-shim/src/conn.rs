@@ -469,6 +469,8 @@ impl<S: Stream> Conn<S> {
     /// its next send operation (a copy; the bytes stay here until [`output_taken`]).
     ///
     /// [`output_taken`]: Self::output_taken
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn pending_output(&self) -> &[u8] {
         self.out.pending.get(self.out.sent..).unwrap_or(&[])
     }
@@ -477,6 +479,8 @@ impl<S: Stream> Conn<S> {
     /// [`pending_output`](Self::pending_output): progress for the stall timer, and the replies
     /// that end within them count, exactly as when a socket takes them. More than is pending
     /// (a send that completes after its output was given up) counts only what is pending.
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn output_taken(&mut self, n: usize, shared: &Shared) {
         let n = n.min(self.out.pending.len() - self.out.sent);
         self.out.sent += n;
