@@ -55,6 +55,10 @@ impl std::error::Error for ProbeError {}
 
 /// Sets up a small ring and checks every operation and feature the driver uses.
 pub(crate) fn probe() -> Result<(), ProbeError> {
+    if cfg!(feature = "_uring-unavailable") {
+        // What `io_uring_setup` returns under `kernel.io_uring_disabled=2`.
+        return Err(ProbeError::Setup(io::Error::from_raw_os_error(libc::EPERM)));
+    }
     let ring = IoUring::new(8).map_err(ProbeError::Setup)?;
     if !ring.params().is_feature_ext_arg() {
         return Err(ProbeError::NoExtArg);
