@@ -206,6 +206,14 @@ impl<S: Stream> Conn<S> {
         self.out.waiting()
     }
 
+    /// Whether the session is between messages (no partial line held), whatever output still
+    /// waits: the next input starts a new request.
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn between_messages(&self) -> bool {
+        self.session.is_idle()
+    }
+
     /// Whether the connection is between messages with nothing to send: a turn for it costs
     /// only what its new input asks for.
     pub(crate) fn is_idle(&self) -> bool {

@@ -16,8 +16,9 @@
 //! once none of its operations is in flight, so its buffers and its descriptor number outlive
 //! them; a close cancels them first.
 //!
-//! Memory per connection: its session (as with epoll), a receive buffer of [`RECV_SIZE`]
-//! bytes (touched as far as data fills it) and the send buffer while it holds output.
+//! Memory per connection: its session (as with epoll), a receive buffer of [`IDLE_RECV_SIZE`]
+//! bytes between messages and [`RECV_SIZE`] while busy, and the send buffer while it holds
+//! output.
 
 #[allow(unsafe_code)]
 mod ring;
@@ -43,8 +44,12 @@ use upcase_core::DropReason;
 
 /// Submission queue entries of a worker's ring.
 const RING_ENTRIES: u32 = 1024;
-/// Receive buffer of a connection.
+/// Receive buffer of a busy connection.
 const RECV_SIZE: usize = 16 * 1024;
+/// Receive buffer of a connection between messages (no partial line held): enough for a
+/// request, and small, so that thousands of idle connections cost little. After a receive that
+/// filled its buffer, or while a partial line is held, the next one gets [`RECV_SIZE`].
+const IDLE_RECV_SIZE: usize = 512;
 /// Most output bytes one send operation hands to the kernel.
 const TX_CAP: usize = 64 * 1024;
 /// A send buffer kept between replies up to this capacity; a larger one is given back.
@@ -92,6 +97,8 @@ pub(crate) struct Link {
     rx: Option<Vec<u8>>,
     rx_off: usize,
     rx_end: RxEnd,
+    /// The last receive filled its buffer: more is likely waiting, so the next one is large.
+    rx_filled: bool,
     /// The send buffer (a copy of the connection's pending output); `None` while a send is
     /// in flight.
     tx: Option<Vec<u8>>,
@@ -105,6 +112,7 @@ impl Link {
             rx: Some(Vec::new()),
             rx_off: 0,
             rx_end: RxEnd::Open,
+            rx_filled: false,
             tx: Some(Vec::new()),
             tx_failed: false,
         }
@@ -556,6 +564,7 @@ impl<'s> Worker<'s> {
         let Some(Some(slot)) = self.conns.get_mut(k) else {
             return;
         };
+        let small = slot.conn.between_messages() && !slot.conn.stream.rx_filled;
         let link = &mut slot.conn.stream;
         let fd = link.sock.as_raw_fd();
         if slot.recv.is_none()
@@ -564,7 +573,13 @@ impl<'s> Worker<'s> {
             && let Some(mut buf) = link.rx.take()
         {
             buf.clear();
-            buf.reserve_exact(RECV_SIZE);
+            if !small {
+                buf.reserve_exact(RECV_SIZE);
+            } else if buf.capacity() > IDLE_RECV_SIZE {
+                buf = Vec::with_capacity(IDLE_RECV_SIZE); // the large one is given back
+            } else {
+                buf.reserve_exact(IDLE_RECV_SIZE);
+            }
             link.rx_off = 0;
             slot.recv = Some(self.ring.push(tag(CONN_RECV, k), Op::Recv { fd, buf }));
         }
@@ -588,6 +603,7 @@ impl<'s> Worker<'s> {
         slot.recv = None;
         let link = &mut slot.conn.stream;
         if let Buf::Recv(buf) = d.buf {
+            link.rx_filled = buf.len() == buf.capacity();
             link.rx = Some(buf);
             link.rx_off = 0;
         }
