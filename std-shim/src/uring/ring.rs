@@ -448,3 +448,179 @@ impl Drop for Ring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    /// Waits (bounded) for `n` completions.
+    fn wait_for(ring: &mut Ring, n: usize) -> Vec<Done> {
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut done = Vec::new();
+        while done.len() < n {
+            assert!(
+                Instant::now() < until,
+                "only {} of {n} completions",
+                done.len()
+            );
+            ring.submit_and_wait(1, Duration::from_millis(100)).unwrap();
+            ring.reap(&mut done);
+        }
+        done
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_receive_appends_exactly_the_bytes_sent_after_what_the_buffer_held() {
+        let mut ring = Ring::new(8).unwrap();
+        let (mut a, b) = pair();
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"kept:");
+        let id = ring.push(
+            7,
+            Op::Recv {
+                fd: b.as_raw_fd(),
+                buf,
+            },
+        );
+        a.write_all(b"hello").unwrap();
+        let done = wait_for(&mut ring, 1);
+        assert_eq!((done[0].tag, done[0].id), (7, id));
+        assert_eq!(done[0].result.as_ref().ok(), Some(&5));
+        let Buf::Recv(buf) = &done[0].buf else {
+            panic!("not a receive buffer")
+        };
+        assert_eq!(buf, b"kept:hello");
+    }
+
+    #[test]
+    fn a_send_and_an_accept_complete_with_their_results() {
+        let mut ring = Ring::new(8).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        ring.push(1, Op::Accept { fd: l.as_raw_fd() });
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let done = wait_for(&mut ring, 1);
+        let Buf::Accepted(Some(server)) = &done[0].buf else {
+            panic!("no connection accepted: {:?}", done[0].result)
+        };
+        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+        let fd = server.as_raw_fd();
+        ring.push(
+            2,
+            Op::Send {
+                fd,
+                buf: b"reply".to_vec(),
+            },
+        );
+        let done2 = wait_for(&mut ring, 1);
+        assert_eq!(done2[0].result.as_ref().ok(), Some(&5));
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"reply");
+    }
+
+    #[test]
+    fn a_datagram_comes_with_its_source_and_the_reply_goes_back_to_it_over_ipv4_and_ipv6() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let mut ring = Ring::new(8).unwrap();
+            let server = UdpSocket::bind(local).unwrap();
+            let client = UdpSocket::bind(local).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let fd = server.as_raw_fd();
+            ring.push(
+                3,
+                Op::RecvMsg {
+                    fd,
+                    dg: Datagram::new(100),
+                },
+            );
+            client
+                .send_to(b"ping", server.local_addr().unwrap())
+                .unwrap();
+            let mut done = wait_for(&mut ring, 1);
+            let Some(Done {
+                buf: Buf::Datagram(mut dg),
+                result,
+                ..
+            }) = done.pop()
+            else {
+                panic!("no datagram")
+            };
+            assert_eq!(result.ok(), Some(4));
+            let from = dg.source().unwrap();
+            assert_eq!(from, client.local_addr().unwrap(), "{local}");
+            let (request, reply) = dg.parts();
+            assert_eq!(request, b"ping");
+            reply[..4].copy_from_slice(b"PONG");
+            ring.push(
+                4,
+                Op::SendMsg {
+                    fd,
+                    dg,
+                    len: 4,
+                    to: from,
+                },
+            );
+            let done = wait_for(&mut ring, 1);
+            assert_eq!(done[0].result.as_ref().ok(), Some(&4));
+            let mut got = [0u8; 8];
+            let (n, peer) = client.recv_from(&mut got).unwrap();
+            assert_eq!(
+                (&got[..n], peer),
+                (&b"PONG"[..], server.local_addr().unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancelled_receive_gives_its_buffer_back_and_a_ring_dropped_busy_drains_at_once() {
+        let mut ring = Ring::new(8).unwrap();
+        let (_a, b) = pair();
+        let id = ring.push(
+            5,
+            Op::Recv {
+                fd: b.as_raw_fd(),
+                buf: Vec::with_capacity(16),
+            },
+        );
+        ring.submit_and_wait(0, Duration::ZERO).unwrap();
+        ring.cancel(id);
+        let done = wait_for(&mut ring, 1);
+        assert_eq!(
+            done[0]
+                .result
+                .as_ref()
+                .map_err(io::Error::raw_os_error)
+                .err(),
+            Some(Some(libc::ECANCELED))
+        );
+        assert!(matches!(&done[0].buf, Buf::Recv(b) if b.is_empty() && b.capacity() >= 16));
+        // Receives still waiting when the ring is dropped: cancelled, and their completions
+        // awaited, well within the drop's bound.
+        for k in 0..4 {
+            ring.push(
+                k,
+                Op::Recv {
+                    fd: b.as_raw_fd(),
+                    buf: Vec::with_capacity(16),
+                },
+            );
+        }
+        ring.submit_and_wait(0, Duration::ZERO).unwrap();
+        assert_eq!(ring.live, 4);
+        let started = Instant::now();
+        drop(ring);
+        assert!(started.elapsed() < DROP_WAIT / 2, "{:?}", started.elapsed());
+    }
+}
