@@ -54,7 +54,8 @@ const IDLE_RECV_SIZE: usize = 512;
 const TX_CAP: usize = 64 * 1024;
 /// A send buffer kept between replies up to this capacity; a larger one is given back.
 const TX_KEEP: usize = 16 * 1024;
-/// Accepts in flight per listener.
+/// Single accepts in flight per listener, where the kernel has no multishot accept (before
+/// 5.19); otherwise one multishot accept per listener takes every connection.
 const ACCEPTS: usize = 4;
 /// Receives in flight per UDP socket (each with its datagram slot of 128 KiB, touched as far as
 /// datagrams fill it).
@@ -215,6 +216,8 @@ pub(crate) struct Worker<'s> {
     wake_rx: UnixStream,
     wake_op: Option<usize>,
     accept_paused_until: Option<Instant>,
+    /// Whether multishot accepts work here; cleared when the kernel refuses one.
+    multishot_accept: bool,
     refused_closing: usize,
     /// Set when the shutdown began: its deadline (`None`: no deadline).
     draining: Option<Option<Instant>>,
@@ -248,6 +251,7 @@ impl<'s> Worker<'s> {
             wake_rx,
             wake_op: None,
             accept_paused_until: None,
+            multishot_accept: true,
             refused_closing: 0,
             draining: None,
             done: Vec::new(),
@@ -421,13 +425,21 @@ impl<'s> Worker<'s> {
             return;
         };
         let fd = l.as_raw_fd();
+        if self.multishot_accept {
+            if ops.is_empty() {
+                ops.push(self.ring.push(tag(ACCEPT, i), Op::AcceptMulti { fd }));
+            }
+            return;
+        }
         while ops.len() < ACCEPTS {
             ops.push(self.ring.push(tag(ACCEPT, i), Op::Accept { fd }));
         }
     }
 
     fn accept_done(&mut self, i: usize, d: Done) {
-        if let Some((_, ops)) = self.listeners.get_mut(i) {
+        if !d.more
+            && let Some((_, ops)) = self.listeners.get_mut(i)
+        {
             ops.retain(|&id| id != d.id);
         }
         let Buf::Accepted(stream) = d.buf else { return };
@@ -452,10 +464,16 @@ impl<'s> Worker<'s> {
                 return;
             }
             (None, Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => return,
+            (None, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) && self.multishot_accept => {
+                tracing::info!(
+                    "no multishot accept in this kernel (5.19); accepting one at a time"
+                );
+                self.multishot_accept = false;
+            }
             (None, Err(e)) => tracing::debug!(error = %e, "accept failed"),
             (None, Ok(_)) => {}
         }
-        if self.draining.is_none() && self.accept_paused_until.is_none() {
+        if !d.more && self.draining.is_none() && self.accept_paused_until.is_none() {
             self.arm_accepts(i);
         }
     }

@@ -177,6 +177,10 @@ impl Datagram {
 pub(crate) enum Op {
     /// Accept a connection on listening socket `fd`.
     Accept { fd: RawFd },
+    /// Accept connections on listening socket `fd` until it fails or is cancelled: one
+    /// completion per connection, each with [`Done::more`] set but the last (5.19; an older
+    /// kernel fails it at once with `EINVAL`).
+    AcceptMulti { fd: RawFd },
     /// Receive into the spare capacity of `buf` (`buf.len()..buf.capacity()`); the bytes
     /// received are appended.
     Recv { fd: RawFd, buf: Vec<u8> },
@@ -215,6 +219,8 @@ pub(crate) struct Done {
     pub(crate) result: io::Result<usize>,
     /// The buffer, given back.
     pub(crate) buf: Buf,
+    /// The operation goes on (a multishot accept): more completions will come with this id.
+    pub(crate) more: bool,
 }
 
 /// An operation in flight: its tag and the buffer the kernel may use.
@@ -261,6 +267,12 @@ impl Ring {
         let (entry, held) = match op {
             Op::Accept { fd } => (
                 opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build(),
+                Held::Accept,
+            ),
+            Op::AcceptMulti { fd } => (
+                opcode::AcceptMulti::new(types::Fd(fd))
                     .flags(libc::SOCK_CLOEXEC)
                     .build(),
                 Held::Accept,
@@ -370,12 +382,37 @@ impl Ring {
                 continue;
             }
             let id = user_data as usize;
+            let res = cqe.result();
+            let more = io_uring::cqueue::more(cqe.flags());
+            if more {
+                // A multishot accept goes on: the completion carries a connection, and the
+                // operation (which holds no buffer) stays in flight.
+                let Some(Some(op)) = self.ops.get(id) else {
+                    continue;
+                };
+                let accepted = (res >= 0).then(|| {
+                    // SAFETY: a successful accept's result is a new descriptor that nothing
+                    // else owns; the stream takes it over and closes it when dropped.
+                    unsafe { TcpStream::from_raw_fd(res) }
+                });
+                out.push(Done {
+                    tag: op.tag,
+                    id,
+                    result: if res < 0 {
+                        Err(io::Error::from_raw_os_error(-res))
+                    } else {
+                        Ok(0)
+                    },
+                    buf: Buf::Accepted(accepted),
+                    more: true,
+                });
+                continue;
+            }
             let Some(op) = self.ops.get_mut(id).and_then(Option::take) else {
                 continue;
             };
             self.free.push(id);
             self.live -= 1;
-            let res = cqe.result();
             let result = if res < 0 {
                 Err(io::Error::from_raw_os_error(-res))
             } else {
@@ -412,6 +449,7 @@ impl Ring {
                 id,
                 result,
                 buf,
+                more: false,
             });
         }
     }
@@ -526,6 +564,36 @@ mod tests {
         let mut got = [0u8; 5];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"reply");
+    }
+
+    #[test]
+    fn a_multishot_accept_takes_every_connection_until_cancelled() {
+        let mut ring = Ring::new(8).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let id = ring.push(9, Op::AcceptMulti { fd: l.as_raw_fd() });
+        let clients: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(l.local_addr().unwrap()).unwrap())
+            .collect();
+        let done = wait_for(&mut ring, 3);
+        let mut peers: Vec<_> = done
+            .iter()
+            .map(|d| {
+                assert!(d.more && d.id == id && d.tag == 9);
+                let Buf::Accepted(Some(s)) = &d.buf else {
+                    panic!("no connection: {:?}", d.result)
+                };
+                s.peer_addr().unwrap()
+            })
+            .collect();
+        let mut want: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        peers.sort();
+        want.sort();
+        assert_eq!(peers, want);
+        assert_eq!(ring.live, 1, "the multishot accept goes on");
+        ring.cancel(id);
+        let last = wait_for(&mut ring, 1);
+        assert!(!last[0].more);
+        assert_eq!(ring.live, 0);
     }
 
     #[test]
