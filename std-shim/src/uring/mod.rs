@@ -31,7 +31,7 @@ use crate::net;
 use crate::shared::{Counters, Shared};
 use crate::transform::DynTransform;
 use crate::udp::{UdpResponder, new_responder};
-use ring::{Buf, Datagram, Done, Op, Ring};
+use ring::{Buf, Datagram, Done, Op, OpId, Ring};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -163,8 +163,8 @@ impl Stream for Link {
 /// One connection and its operations in flight.
 struct Slot {
     conn: Conn<Link>,
-    recv: Option<usize>,
-    send: Option<usize>,
+    recv: Option<OpId>,
+    send: Option<OpId>,
     /// Set once the connection is closing: why, and since when (ms).
     closing: Option<(Why, u64)>,
 }
@@ -181,7 +181,7 @@ struct UdpEnd {
     local: SocketAddr,
     responder: Box<UdpResponder>,
     /// Operations in flight on it.
-    ops: Vec<usize>,
+    ops: Vec<OpId>,
 }
 
 /// What other threads hold of a worker: a way to wake it.
@@ -206,7 +206,7 @@ impl Handle {
 pub(crate) struct Worker<'s> {
     shared: &'s Shared,
     ring: Ring,
-    listeners: Vec<(TcpListener, Vec<usize>)>,
+    listeners: Vec<(TcpListener, Vec<OpId>)>,
     udp: Vec<UdpEnd>,
     conns: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -214,7 +214,7 @@ pub(crate) struct Worker<'s> {
     ready: VecDeque<usize>,
     lend: Lend,
     wake_rx: UnixStream,
-    wake_op: Option<usize>,
+    wake_op: Option<OpId>,
     accept_paused_until: Option<Instant>,
     /// Whether multishot accepts work here; cleared when the kernel refuses one.
     multishot_accept: bool,

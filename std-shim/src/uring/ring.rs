@@ -209,12 +209,17 @@ pub(crate) enum Buf {
     Datagram(Box<Datagram>),
 }
 
+/// An operation's id: its slot in the table and the slot's generation, so that an id outlives
+/// its operation harmlessly (a late cancel of a finished operation finds nothing, never the
+/// operation that reuses its slot). It is also the operation's `user_data`.
+pub(crate) type OpId = u64;
+
 /// One completion.
 pub(crate) struct Done {
     /// The tag the operation was pushed with.
     pub(crate) tag: u64,
     /// The operation's id, as [`Ring::push`] returned it.
-    pub(crate) id: usize,
+    pub(crate) id: OpId,
     /// Bytes moved (or 0 for an accept), or the error.
     pub(crate) result: io::Result<usize>,
     /// The buffer, given back.
@@ -225,6 +230,7 @@ pub(crate) struct Done {
 
 /// An operation in flight: its tag and the buffer the kernel may use.
 struct InFlight {
+    id: OpId,
     tag: u64,
     buf: Held,
 }
@@ -237,11 +243,22 @@ enum Held {
     Datagram(Box<Datagram>),
 }
 
+/// The slot of operation `id` in `ops`, if it is still in flight.
+fn slot_of(ops: &[Option<InFlight>], id: OpId) -> Option<usize> {
+    let slot = (id & u64::from(u32::MAX)) as usize;
+    ops.get(slot)?
+        .as_ref()
+        .filter(|op| op.id == id)
+        .map(|_| slot)
+}
+
 /// A ring and the operations in flight on it.
 pub(crate) struct Ring {
     ring: IoUring,
     ops: Vec<Option<InFlight>>,
     free: Vec<usize>,
+    /// The generation of each slot: bumped by every operation that takes it.
+    gens: Vec<u32>,
     live: usize,
 }
 
@@ -252,18 +269,21 @@ impl Ring {
             ring: IoUring::builder().build(entries)?,
             ops: Vec::new(),
             free: Vec::new(),
+            gens: Vec::new(),
             live: 0,
         })
     }
 
     /// Starts `op` (submitted with the next [`submit_and_wait`](Self::submit_and_wait)); its
     /// completion comes back with `tag`. Returns the operation's id, for [`cancel`](Self::cancel).
-    pub(crate) fn push(&mut self, tag: u64, op: Op) -> usize {
-        let id = self.free.pop().unwrap_or_else(|| {
+    pub(crate) fn push(&mut self, tag: u64, op: Op) -> OpId {
+        let slot = self.free.pop().unwrap_or_else(|| {
             self.ops.push(None);
+            self.gens.push(0);
             self.ops.len() - 1
         });
-        let user_data = id as u64;
+        self.gens[slot] = self.gens[slot].wrapping_add(1);
+        let user_data = (u64::from(self.gens[slot]) << 32) | slot as u64;
         let (entry, held) = match op {
             Op::Accept { fd } => (
                 opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
@@ -313,19 +333,21 @@ impl Ring {
                 )
             }
         };
-        self.ops[id] = Some(InFlight { tag, buf: held });
+        self.ops[slot] = Some(InFlight {
+            id: user_data,
+            tag,
+            buf: held,
+        });
         self.live += 1;
         self.push_entry(&entry.user_data(user_data));
-        id
+        user_data
     }
 
     /// Asks the kernel to cancel operation `id`, if it is still in flight: its completion then
     /// comes (with `ECANCELED`, or its result if it finished first), and with it its buffer.
-    pub(crate) fn cancel(&mut self, id: usize) {
-        if matches!(self.ops.get(id), Some(Some(_))) {
-            let entry = opcode::AsyncCancel::new(id as u64)
-                .build()
-                .user_data(CANCEL);
+    pub(crate) fn cancel(&mut self, id: OpId) {
+        if slot_of(&self.ops, id).is_some() {
+            let entry = opcode::AsyncCancel::new(id).build().user_data(CANCEL);
             self.push_entry(&entry);
         }
     }
@@ -381,13 +403,16 @@ impl Ring {
             if user_data == CANCEL {
                 continue;
             }
-            let id = user_data as usize;
+            let id = user_data;
+            let Some(slot) = slot_of(&self.ops, id) else {
+                continue;
+            };
             let res = cqe.result();
             let more = io_uring::cqueue::more(cqe.flags());
             if more {
                 // A multishot accept goes on: the completion carries a connection, and the
                 // operation (which holds no buffer) stays in flight.
-                let Some(Some(op)) = self.ops.get(id) else {
+                let Some(Some(op)) = self.ops.get(slot) else {
                     continue;
                 };
                 let accepted = (res >= 0).then(|| {
@@ -408,10 +433,10 @@ impl Ring {
                 });
                 continue;
             }
-            let Some(op) = self.ops.get_mut(id).and_then(Option::take) else {
+            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
-            self.free.push(id);
+            self.free.push(slot);
             self.live -= 1;
             let result = if res < 0 {
                 Err(io::Error::from_raw_os_error(-res))
@@ -459,7 +484,8 @@ impl Drop for Ring {
     /// Cancels every operation in flight and waits for the completions; what does not complete
     /// within [`DROP_WAIT`] keeps its buffer forever (leaked), as the kernel may still use it.
     fn drop(&mut self) {
-        for id in 0..self.ops.len() {
+        let ids: Vec<OpId> = self.ops.iter().flatten().map(|op| op.id).collect();
+        for id in ids {
             self.cancel(id);
         }
         let until = Instant::now() + DROP_WAIT;
@@ -538,6 +564,43 @@ mod tests {
             panic!("not a receive buffer")
         };
         assert_eq!(buf, b"kept:hello");
+    }
+
+    #[test]
+    fn a_late_cancel_of_a_finished_operation_spares_the_one_that_reuses_its_slot() {
+        let mut ring = Ring::new(8).unwrap();
+        let (mut a, b) = pair();
+        let first = ring.push(
+            1,
+            Op::Recv {
+                fd: b.as_raw_fd(),
+                buf: Vec::with_capacity(8),
+            },
+        );
+        a.write_all(b"one").unwrap();
+        assert_eq!(wait_for(&mut ring, 1)[0].id, first);
+        let second = ring.push(
+            2,
+            Op::Recv {
+                fd: b.as_raw_fd(),
+                buf: Vec::with_capacity(8),
+            },
+        );
+        assert_eq!(
+            first & 0xFFFF_FFFF,
+            second & 0xFFFF_FFFF,
+            "the slot is reused"
+        );
+        ring.cancel(first);
+        ring.submit_and_wait(0, Duration::ZERO).unwrap();
+        a.write_all(b"two").unwrap();
+        let done = wait_for(&mut ring, 1);
+        assert_eq!(done[0].id, second);
+        assert!(
+            matches!(&done[0].buf, Buf::Recv(b) if b == b"two"),
+            "{:?}",
+            done[0].result
+        );
     }
 
     #[test]
