@@ -4,6 +4,8 @@
 //! standing in for the manager.
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::net::UnixDatagram;
@@ -15,6 +17,9 @@ use upcase_std::{TcpClient, UdpClient};
 /// Upper bound on anything a test waits for.
 const LIMIT: Duration = Duration::from_secs(20);
 const ACTIVATE: &str = "systemd-socket-activate";
+/// Why none of this runs against `upcase.exe` under Wine.
+const ACTIVATION_IS_SYSTEMDS: &str =
+    "socket activation (LISTEN_FDS) and readiness (NOTIFY_SOCKET) are systemd's: Unix only";
 
 /// A process whose stdout and stderr lines arrive on channels; killed on drop.
 struct Proc {
@@ -161,6 +166,9 @@ fn listening(p: &mut Proc) -> (String, SocketAddr) {
 
 #[test]
 fn an_inherited_tcp_socket_is_served_and_nothing_else_is_bound() {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     let port = free_port(false);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let l = format!("127.0.0.1:{port}");
@@ -185,6 +193,9 @@ fn an_inherited_tcp_socket_is_served_and_nothing_else_is_bound() {
 
 #[test]
 fn an_inherited_udp_socket_is_served() {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     let port = free_port(true);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let l = format!("127.0.0.1:{port}");
@@ -202,6 +213,9 @@ fn an_inherited_udp_socket_is_served() {
 
 #[test]
 fn inherited_tcp_and_udp_together_and_a_flag_adds_its_own() {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     // The outer one passes the TCP socket through the inner one, which adds the UDP socket.
     let (tport, uport) = (free_port(false), free_port(true));
     let (tl, ul) = (format!("127.0.0.1:{tport}"), format!("127.0.0.1:{uport}"));
@@ -240,6 +254,9 @@ fn inherited_tcp_and_udp_together_and_a_flag_adds_its_own() {
 
 #[test]
 fn a_socket_that_does_not_fit_is_a_clear_error() {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("upcase-activation-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("unix.sock");
@@ -258,6 +275,9 @@ fn a_socket_that_does_not_fit_is_a_clear_error() {
 
 #[test]
 fn activation_variables_for_another_process_are_ignored_and_bad_ones_are_errors() {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     // LISTEN_PID of another process: the flags' sockets are bound as usual.
     let mut cmd = Command::new(upcase());
     cmd.args(["serve", "--tcp", "127.0.0.1:0", "--no-udp"])
@@ -309,6 +329,9 @@ fn recv(socket: &UnixDatagram) -> String {
 }
 
 fn readiness_protocol(abstract_name: bool) {
+    if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
+        return;
+    }
     let (socket, name, path) = manager(abstract_name);
     let mut cmd = Command::new(upcase());
     cmd.args(["serve", "--tcp", "127.0.0.1:0", "--no-udp"])

@@ -3,7 +3,8 @@
 //! (PROTOCOL.md §2.3), so a transformed line that merely starts with `error: ` is a reply, the
 //! two clients read every line alike, and `send` prints the server's line as it arrived.
 
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 use upcase_std::{
@@ -67,7 +68,7 @@ fn both_clients_and_send_read_a_custom_transforms_lines_alike() {
         vec!["--addr".to_owned(), tcp.to_string()],
         vec!["--udp".to_owned(), "--addr".to_owned(), udp.to_string()],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_upcase"))
+        let out = common::upcase()
             .arg("send")
             .args(&transport)
             .arg("reebe: k")

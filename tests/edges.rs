@@ -63,7 +63,7 @@ fn connections_in_the_backlog_at_shutdown_close_without_a_reset() {
     for c in &mut clients {
         c.write_all(b"a line\n").unwrap();
     }
-    server.signal("TERM");
+    server.request_stop();
     server.signal("CONT");
     for (i, c) in clients.iter_mut().enumerate() {
         let mut got = Vec::new();

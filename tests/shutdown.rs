@@ -153,7 +153,7 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
             assert!(Instant::now() < deadline, "load never reached the clients");
             std::thread::sleep(Duration::from_millis(5));
         }
-        server.signal("TERM");
+        server.request_stop();
         // The drain has begun once the witness gets its error reply; no line a client starts
         // writing after this moment may be answered.
         assert_eq!(
@@ -260,19 +260,23 @@ fn a_second_signal_ends_a_long_drain_at_once() {
         })
     };
     writer.join().unwrap();
-    server.signal("TERM");
+    server.request_stop();
     server.wait_for_log("shutting down gracefully");
     assert!(
         server.wait_within(Duration::from_millis(200)).is_none(),
         "the drain ended, though a client holds its replies"
     );
     let second = Instant::now();
-    server.signal("TERM");
+    server.request_stop();
     let status = server
         .wait_within(Duration::from_secs(2))
         .expect("the second SIGTERM did not end the process");
     let took = second.elapsed();
-    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert_eq!(
+        status.code(),
+        Some(common::second_stop_status()),
+        "{status:?}"
+    );
     assert!(
         took < Duration::from_secs(1),
         "exited {took:?} after the second signal"
@@ -291,7 +295,7 @@ fn sigterm_exits_when_stderr_is_a_pipe_nobody_reads() {
     assert_eq!(read_exact_bytes(&mut c, 6), b"HELLO\n");
     drop(c);
     let asked = Instant::now();
-    server.signal("TERM");
+    server.request_stop();
     let status = server
         .wait_within(Duration::from_secs(5))
         .expect("SIGTERM ignored with a closed stderr");
@@ -322,7 +326,7 @@ fn the_largest_durations_mean_no_deadline_and_shutdown_still_works() {
     let mut c = connect(server.tcp[0]);
     c.write_all(b"whole\npartial").unwrap();
     assert_eq!(read_exact_bytes(&mut c, 6), b"WHOLE\n");
-    server.signal("TERM");
+    server.request_stop();
     // The partial line gets its error reply, then the server closes its side.
     assert_eq!(read_to_eof(&mut c), SHUTTING_DOWN);
     // Our EOF ends the lingering close; there is no deadline to wait for.
@@ -344,7 +348,7 @@ fn a_udp_only_server_exits_promptly_on_sigterm() {
     let mut buf = [0u8; 8];
     let (n, _) = s.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"PING");
-    server.signal("TERM");
+    server.request_stop();
     let asked = Instant::now();
     let status = server.wait_within(LIMIT).expect("no exit");
     let took = asked.elapsed();
@@ -395,7 +399,7 @@ fn the_drain_closes_idle_connections_at_once_and_waits_only_for_busy_ones() {
     busy.write_all(b"x\nhalf a li").unwrap();
     assert_eq!(read_exact_bytes(&mut busy, 2), b"X\n");
     let started = Instant::now();
-    server.signal("TERM");
+    server.request_stop();
     assert_eq!(
         read_exact_bytes(&mut busy, SHUTTING_DOWN.len()),
         SHUTTING_DOWN
@@ -428,7 +432,7 @@ fn raw_carry_goes_out_verbatim_at_the_drain_and_at_the_idle_timeout() {
         s.write_all(b"a\xe2\x82").unwrap();
         assert_eq!(read_exact_bytes(&mut s, 1), b"A");
         if stop == "TERM" {
-            server.signal("TERM");
+            server.request_stop();
         }
         assert_eq!(read_to_eof(&mut s), b"\xe2\x82", "at {stop}");
         server.terminate();

@@ -351,7 +351,7 @@ fn upcase_send_shows_the_refusal_of_a_full_server_not_a_broken_pipe() {
     // the writer is still busy when the refusal arrives).
     let many: Vec<u8> = b"a line of stdin\n".repeat(500_000);
     for stdin in [None, Some(&b"one\ntwo\n"[..]), Some(&many[..])] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        let mut cmd = common::upcase();
         cmd.args(["send", "--addr", &addr, "--timeout", "5"]);
         if stdin.is_none() {
             cmd.arg("hello");

@@ -506,7 +506,7 @@ impl<B, T> Session<B, T> {
     /// when no timer runs.
     pub fn poll_timeout(&self) -> Option<u64> {
         let at = match self.phase {
-            Phase::Closed => NEVER,
+            Phase::Closed => return None,
             Phase::Linger => self.linger_until,
             _ => self.stall_deadline().min(self.idle_deadline()),
         };
@@ -1440,6 +1440,11 @@ mod tests {
         s.handle_time(55);
         assert_eq!(s.poll_close(), Some(Closing::Close));
         assert_eq!(s.close_reason(), Some(CloseReason::Deadline));
+        assert_eq!(
+            s.poll_timeout(),
+            None,
+            "a closed session runs no timer (found by fuzzing)"
+        );
     }
 
     #[test]

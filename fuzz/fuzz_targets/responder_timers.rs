@@ -26,7 +26,11 @@ enum Op {
     Tick(u16),
     Deadline(u16),
     /// A datagram from peer `peer % 8` (some of them forbidden sources).
-    Datagram { peer: u8, payload: Vec<u8>, reply_room: u8 },
+    Datagram {
+        peer: u8,
+        payload: Vec<u8>,
+        reply_room: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -105,7 +109,11 @@ fuzz_target!(|case: Case| {
                 s.handle_time(now);
             }
             Op::Deadline(ms) => s.set_deadline(Some(now + u64::from(*ms))),
-            Op::Datagram { peer: p, payload, reply_room } => {
+            Op::Datagram {
+                peer: p,
+                payload,
+                reply_room,
+            } => {
                 let from = peer(*p);
                 let room = usize::from(*reply_room);
                 match udp.respond(from, local, payload, now, &mut out[..room]) {
@@ -124,7 +132,10 @@ fuzz_target!(|case: Case| {
         if let Some(at) = s.poll_timeout() {
             if at <= now {
                 s.handle_time(now);
-                assert!(s.poll_timeout().is_none_or(|t| t > now), "a due timer fired");
+                assert!(
+                    s.poll_timeout().is_none_or(|t| t > now),
+                    "a due timer fired"
+                );
             }
         }
         if s.is_closed() {
@@ -150,20 +161,37 @@ fuzz_target!(|case: Case| {
                 }
             }
         }
-        assert_eq!(s.poll_close(), Some(Closing::Close), "the session never closed");
+        assert_eq!(
+            s.poll_close(),
+            Some(Closing::Close),
+            "the session never closed"
+        );
     }
     // Two guarded responders and spoofed datagrams between them: every loop dies out.
     let (a, b) = (peer(3), peer(4).ip());
     let b = SocketAddr::new(b, 40001);
-    let mut ra = Responder::new(Uppercase::new(), LoopGuard::<4>::new(GuardConfig::DEFAULT, case.key));
-    let mut rb = Responder::new(Uppercase::new(), LoopGuard::<4>::new(GuardConfig::DEFAULT, !case.key));
-    let mut flying: Vec<(bool, Vec<u8>)> =
-        case.loop_payloads.iter().take(8).map(|p| (true, p.clone())).collect();
+    let mut ra = Responder::new(
+        Uppercase::new(),
+        LoopGuard::<4>::new(GuardConfig::DEFAULT, case.key),
+    );
+    let mut rb = Responder::new(
+        Uppercase::new(),
+        LoopGuard::<4>::new(GuardConfig::DEFAULT, !case.key),
+    );
+    let mut flying: Vec<(bool, Vec<u8>)> = case
+        .loop_payloads
+        .iter()
+        .take(8)
+        .map(|p| (true, p.clone()))
+        .collect();
     let mut rounds = 0;
     let mut reply = vec![0u8; 3 * 256];
     while !flying.is_empty() {
         rounds += 1;
-        assert!(rounds <= 64, "a loop between two responders did not die out");
+        assert!(
+            rounds <= 64,
+            "a loop between two responders did not die out"
+        );
         let mut next = Vec::new();
         for (to_a, p) in flying {
             let p = &p[..p.len().min(256)];

@@ -32,6 +32,10 @@ impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Resolve { addr, source } => write!(f, "cannot resolve {addr:?}: {source}"),
+            // Windows' text for it does not say "in use": say it ourselves, on every system.
+            Self::Socket { addr, source } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "cannot bind {addr}: address in use ({source})")
+            }
             Self::Socket { addr, source } => write!(f, "cannot bind {addr}: {source}"),
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
         }

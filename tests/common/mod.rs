@@ -1,11 +1,75 @@
 //! A real `upcase serve` process on loopback, for end-to-end tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+/// The environment variable that names a Windows build of `upcase` (`upcase.exe`) to test under
+/// Wine in place of the Linux binary cargo built. The test process stays a Linux program; only
+/// `upcase` runs under Wine. `scripts/wine.sh` sets up the prefix and its variables:
+///
+/// ```sh
+/// scripts/wine.sh cargo build --target x86_64-pc-windows-gnu --bin upcase
+/// UPCASE_EXE=$PWD/target/x86_64-pc-windows-gnu/debug/upcase.exe scripts/wine.sh cargo test -p upcase
+/// ```
+pub(crate) const EXE_VAR: &str = "UPCASE_EXE";
+
+/// The Wine loader that runs `UPCASE_EXE` (Debian's `wine64`; `scripts/wine.sh` uses the same).
+const WINE: &str = "/usr/lib/wine/wine64";
+
+/// A command that runs the `upcase` under test, with no arguments yet: the binary cargo built,
+/// or, when [`EXE_VAR`] is set, `wine64 $UPCASE_EXE`. Every test that runs `upcase` starts it
+/// here, so the whole suite follows the variable.
+pub(crate) fn upcase() -> Command {
+    match std::env::var_os(EXE_VAR) {
+        Some(exe) => {
+            let mut cmd = Command::new(WINE);
+            cmd.arg(exe);
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_upcase")),
+    }
+}
+
+/// Whether `upcase` runs under Wine ([`EXE_VAR`] is set).
+pub(crate) fn under_wine() -> bool {
+    std::env::var_os(EXE_VAR).is_some()
+}
+
+/// True, after printing one line that says why, when `upcase` runs under Wine: the calling test
+/// returns at once, `if skip_under_wine("reads /proc") { return; }`, or leaves out one part,
+/// `if !skip_under_wine("its part that ...: why") { ... }`. The line names the test and goes to
+/// stderr past the harness's capture, so every run shows each skip and its reason.
+pub(crate) fn skip_under_wine(why: &str) -> bool {
+    if !under_wine() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    // Straight to stderr, not through `eprintln!`, which the test harness captures: the line
+    // shows in every run, CI's included.
+    let _ = writeln!(std::io::stderr(), "skipped under Wine: {test}: {why}");
+    true
+}
+
+/// The signal that asks `upcase` to stop (the graceful drain): `TERM` on Linux; under Wine,
+/// `INT`, which Wine delivers to the Windows program as Ctrl-C. (A `SIGTERM` to the Wine process
+/// is no Windows stop request: it ends the process at once, status 143, with no drain.)
+pub(crate) fn stop_signal() -> &'static str {
+    if under_wine() { "INT" } else { "TERM" }
+}
+
+/// The exit status of `upcase` when a second [`stop_signal`] ends its drain at once: 128 + the
+/// signal's number, 143 for `SIGTERM`; under Wine 130, what Windows' Ctrl-C (`SIGINT` in the C
+/// runtime) gives (`src/platform.rs`, `exit_code`).
+pub(crate) fn second_stop_status() -> i32 {
+    if under_wine() { 130 } else { 143 }
+}
 
 /// Upper bound on anything a test waits for.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
@@ -24,7 +88,7 @@ pub(crate) struct ServerProc {
 impl ServerProc {
     /// Starts `upcase serve ARGS` and waits (bounded) for its `listening` lines.
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        let mut cmd = upcase();
         cmd.arg("serve").args(args);
         Self::spawn(cmd, args, true)
     }
@@ -32,20 +96,20 @@ impl ServerProc {
     /// Like [`start`](Self::start), with soft and hard `RLIMIT_NOFILE` set to `nofile`, so the
     /// server cannot raise it.
     pub(crate) fn start_with_nofile(nofile: u32, args: &[&str]) -> Self {
+        let program = upcase();
         let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            &format!("ulimit -n {nofile} && exec \"$0\" serve \"$@\""),
-        ])
-        .arg(env!("CARGO_BIN_EXE_upcase"))
-        .args(args);
+        cmd.args(["-c", &format!("ulimit -n {nofile} && exec \"$@\""), "sh"])
+            .arg(program.get_program())
+            .args(program.get_args())
+            .arg("serve")
+            .args(args);
         Self::spawn(cmd, args, true)
     }
 
     /// Like [`start`](Self::start), but stderr is a pipe whose reading end is closed at once:
     /// nobody reads it, so every log line the server writes fails (EPIPE).
     pub(crate) fn start_with_closed_stderr(args: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcase"));
+        let mut cmd = upcase();
         cmd.arg("serve").args(args);
         Self::spawn(cmd, args, false)
     }
@@ -131,7 +195,15 @@ impl ServerProc {
         self.child.id()
     }
 
-    /// Sends signal `name` (`TERM`, `INT`, ...) and returns at once.
+    /// Sends the stop request ([`stop_signal`]: SIGTERM, or Ctrl-C under Wine) and returns at
+    /// once.
+    pub(crate) fn request_stop(&self) {
+        self.signal(stop_signal());
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, `STOP`, ...) to the process and returns at once.
+    /// Under Wine the process is Wine's Linux process running `upcase.exe`, so `STOP` and
+    /// `CONT` pause and resume it as on Linux, and `INT` arrives as Ctrl-C.
     pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{name}"), &self.pid().to_string()])
@@ -140,9 +212,10 @@ impl ServerProc {
         assert!(ok.success(), "kill -{name} failed");
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit status.
+    /// Sends the stop request ([`request_stop`](Self::request_stop)) and waits (bounded) for
+    /// the exit status.
     pub(crate) fn terminate(&mut self) -> ExitStatus {
-        self.signal("TERM");
+        self.request_stop();
         self.wait()
     }
 

@@ -1,7 +1,10 @@
 //! `upcase-bench --mode soak`: verified load mixed with every attack of SECURITY.md. Replies
 //! are checked against `upcase_model::upper`.
 
-use super::{Load, Outcome, bump, cannot_connect, connect, words};
+use super::Load;
+use super::net::{cannot_connect, connect, words};
+use super::report::Outcome;
+use super::verify::{bump, mismatch};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -9,8 +12,8 @@ use upcase_model::upper as oracle;
 
 pub(super) fn run(load: Load<'_>, udp: Option<SocketAddr>) -> Outcome {
     std::thread::scope(|s| {
-        s.spawn(|| super::pingpong(load, 4));
-        s.spawn(|| super::stream(load, 2, 16));
+        s.spawn(|| super::pingpong::run(load, 4));
+        s.spawn(|| super::stream::run(load, 2, 16));
         s.spawn(|| repeat(load, "endless line", endless_line));
         s.spawn(|| repeat(load, "non-reader", non_reader));
         s.spawn(|| repeat(load, "reset mid-line", reset_mid_line));
@@ -42,8 +45,7 @@ fn verify(load: Load<'_>, what: &str, got: &[u8], want: &[u8]) {
     if got == want {
         load.c.verified(got.len());
     } else {
-        load.c
-            .wrong(super::mismatch(&format!("soak, {what}"), want, got));
+        load.c.wrong(mismatch(&format!("soak, {what}"), want, got));
     }
 }
 
