@@ -33,26 +33,28 @@ BENCH = TARGET / "release/upcase-bench"
 PEERS = PEERS_TARGET / "release"
 
 SERVERS = {
-    "upcase": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+    "upcase": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--io", "epoll"],
+    "upcase-uring": [str(UPCASE), "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--io", "uring"],
     "careful": [str(PEERS / "careful"), "127.0.0.1:0"],
     "naive": [str(PEERS / "naive"), "127.0.0.1:0"],
     "tokio": [str(PEERS / "tokio-lines"), "127.0.0.1:0", "127.0.0.1:0"],
     "monoio": [str(PEERS / "monoio-lines"), "127.0.0.1:0"],
 }
 # The `listening` lines each server prints: its TCP and (upcase, tokio) UDP addresses.
-SOCKETS = {"upcase": 2, "careful": 1, "naive": 1, "tokio": 2, "monoio": 1}
-TCP_SERVERS = ["upcase", "careful", "naive", "tokio", "monoio"]
-UDP_SERVERS = ["upcase", "tokio"]
+SOCKETS = {"upcase": 2, "upcase-uring": 2, "careful": 1, "naive": 1, "tokio": 2, "monoio": 1}
+TCP_SERVERS = ["upcase", "upcase-uring", "careful", "naive", "tokio", "monoio"]
+UDP_SERVERS = ["upcase", "upcase-uring", "tokio"]
 # Issue 12's "best peer" for the pingpong target is among these; the io_uring peer came with
 # issue 21, whose own targets compare upcase with it.
 ISSUE12_PEERS = ["careful", "naive", "tokio"]
-# Peers that need what a kernel may refuse (io_uring: missing, `kernel.io_uring_disabled`, or
+# Servers that need what a kernel may refuse (io_uring: missing, `kernel.io_uring_disabled`, or
 # blocked by seccomp in a container): tried once first, and left out of the run, with the
 # reason, if they cannot start.
-OPTIONAL = ["monoio"]
+OPTIONAL = ["monoio", "upcase-uring"]
 
 DESCRIPTIONS = {
-    "upcase": "`upcase serve` with its defaults (event-driven workers, one per core)",
+    "upcase": "`upcase serve --io epoll`: its defaults, epoll workers, one per core",
+    "upcase-uring": "`upcase serve --io uring`: the same over the io_uring workers (issue 21)",
     "careful": "a thread per connection, 64 KiB `BufReader::read_until` (memchr), "
     "`str::to_uppercase` per valid UTF-8 run, 64 KiB `BufWriter` flushed only when the "
     "reader's buffer is empty (`bench/peers/src/bin/careful.rs`)",
@@ -312,6 +314,7 @@ def main():
             left_out[name] = str(e).strip()
             log(f"== {name} left out: {left_out[name]}")
     tcp_servers = [n for n in TCP_SERVERS if n not in left_out]
+    udp_servers = [n for n in UDP_SERVERS if n not in left_out]
 
     scenarios = [
         Scenario("stream", "stream: 8 connections, 1 KiB ASCII lines, window 64", tcp_servers, "tcp",
@@ -322,7 +325,7 @@ def main():
         Scenario("pingpong", "pingpong: 32 connections, 64 B lines, one in flight each", tcp_servers, "tcp",
                  ["--mode", "pingpong", "-c", "32", "--size", "64"] + d, "req_per_s", "req/s"),
     ] + [
-        Scenario(f"udp-{n}", f"udp: {n} sockets, 64 B Unicode datagrams, one in flight each", UDP_SERVERS, "udp",
+        Scenario(f"udp-{n}", f"udp: {n} sockets, 64 B Unicode datagrams, one in flight each", udp_servers, "udp",
                  ["--mode", "udp", "-c", str(n), "--size", "64"] + uni + d, "req_per_s", "req/s")
         for n in (8, 64, 128)
     ]

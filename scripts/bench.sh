@@ -3,7 +3,9 @@
 # (release) and the baseline servers (bench/peers: careful, naive, tokio, and monoio-lines, the
 # io_uring one of issue 21; outside the workspace, with its own lock file), runs every scenario on
 # loopback, and writes BENCHMARKS.md. monoio-lines runs in the TCP scenarios beside the others; a
-# kernel that refuses io_uring leaves it out of the run, and BENCHMARKS.md says why.
+# kernel that refuses io_uring leaves it out of the run, and BENCHMARKS.md says why. upcase runs
+# twice: `--io epoll` (upcase, in every scenario) and `--io uring` (upcase-uring, in every
+# scenario, left out like monoio-lines where the kernel refuses io_uring).
 #
 #   scripts/bench.sh                      # 3 reps of 5 s per server and scenario, criterion
 #   scripts/bench.sh --quick              # smoke run: 1 rep of 1 s, short criterion

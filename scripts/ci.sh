@@ -56,6 +56,7 @@ step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 # The test seam that takes the one-datagram-per-receive UDP path of other systems on Linux.
 cargo clippy -p upcase-std --all-targets --features _single-datagram -- -D warnings
+cargo clippy -p upcase-std --all-targets --features _uring-unavailable -- -D warnings
 for features in "${CORE_FEATURES[@]}"; do
   # shellcheck disable=SC2086
   cargo clippy -p upcase-core --all-targets $features -- -D warnings
@@ -91,6 +92,15 @@ for features in "${CORE_FEATURES[@]}"; do
   cargo test -p upcase-core $features
 done
 cargo bench -p upcase-core --features fast --no-run
+
+step "tests over io_uring: the end-to-end and in-process suites again, every server on the io_uring driver"
+# UPCASE_IO is read by `upcase serve --io` and by std-shim/tests/common; the run above used
+# `auto` (io_uring where the kernel allows it), this one fails where io_uring cannot run, and
+# the next one pins epoll, so that both drivers are tested whatever the machine.
+UPCASE_IO=uring cargo test -p upcase -p upcase-std
+UPCASE_IO=epoll cargo test -p upcase -p upcase-std
+# Where io_uring cannot run (the probe fails by a test seam): auto falls back, uring says why.
+cargo test -p upcase-std --features _uring-unavailable --test io_fallback
 
 step "core on thumb targets"
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
@@ -167,8 +177,10 @@ step "benchmark peers (careful, naive, tokio, monoio): clippy-clean, and their r
 cargo clippy --manifest-path bench/peers/Cargo.toml --all-targets -- -D warnings
 cargo test --manifest-path bench/peers/Cargo.toml
 
-step "soak: verified load mixed with every attack, 10 s"
+step "soak: verified load mixed with every attack, 10 s, on each driver"
+# `auto` runs io_uring where the kernel allows it; the second run pins epoll.
 scripts/soak.sh 10
+UPCASE_IO=epoll scripts/soak.sh 10
 
 step "fuzz: build every target, run each for 10 s from the seed corpus"
 (

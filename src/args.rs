@@ -99,6 +99,17 @@ pub(crate) enum FramingArg {
     Raw,
 }
 
+/// `--io`: the kernel interface of the workers.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum IoArg {
+    /// io_uring where the kernel allows it, epoll otherwise; the log says which and why.
+    Auto,
+    /// io_uring (Linux 5.11 or later); the server exits 1 with the reason where it cannot run.
+    Uring,
+    /// epoll (kqueue on macOS and the BSDs).
+    Epoll,
+}
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     // The help texts name the defaults from `upcase_std::defaults`, so they are built at run time.
@@ -149,6 +160,10 @@ pub(crate) struct ServeArgs {
     /// reading slows down until they drain.
     #[arg(long, value_name = "BYTES", default_value_t = defaults::REPLY_BUDGET)]
     pub(crate) reply_budget: usize,
+    /// How the workers wait for their sockets: io_uring (completions, one system call per loop
+    /// turn for all connections) or epoll (readiness).
+    #[arg(long, value_enum, default_value = "auto", env = "UPCASE_IO")]
+    pub(crate) io: IoArg,
     /// Worker threads, each an event loop serving TCP and UDP. [default: one per core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) workers: Option<u32>,

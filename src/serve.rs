@@ -2,13 +2,13 @@
 //! `upcase-std`: the file descriptor limit, the signals, the ready lines on stdout.
 
 use crate::Result;
-use crate::args::{FramingArg, LECTURE_JAVA_TCP, ServeArgs};
+use crate::args::{FramingArg, IoArg, LECTURE_JAVA_TCP, ServeArgs};
 use crate::notify::{self, Notifier};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use upcase_std::{Framing, Server, ServerConfig, ServerCounters, ServerEvent, defaults};
+use upcase_std::{Framing, Io, Server, ServerConfig, ServerCounters, ServerEvent, defaults};
 
 /// `--keepalive SECS`: the probe interval is SECS too, at most this many seconds.
 const KEEPALIVE_MAX_INTERVAL: u64 = 75;
@@ -112,6 +112,11 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     limits.udp_guard.low_ports = args.udp_allow_low_ports;
     let runtime = &mut config.runtime;
     runtime.workers = args.workers.map(|w| w as usize);
+    runtime.io = match args.io {
+        IoArg::Auto => Io::Auto,
+        IoArg::Uring => Io::Uring,
+        IoArg::Epoll => Io::Epoll,
+    };
     runtime.idle_timeout = secs(args.idle_timeout);
     runtime.write_timeout = secs(args.write_timeout);
     runtime.drain_timeout = Duration::from_secs(args.drain_timeout);

@@ -690,3 +690,33 @@ fn a_server_that_answers_one_of_two_lines_is_described_as_it_behaved() {
     );
     assert!(took >= Duration::from_millis(300), "{took:?}");
 }
+
+/// `--io` picks the workers' driver, the log says which runs, and either one serves TCP and UDP
+/// (`--io` beats `UPCASE_IO`, which the suite may set). A bad value is a usage error.
+#[test]
+fn io_flag_selects_the_driver_and_the_log_says_which() {
+    for (flag, says) in [
+        ("epoll", "io driver: epoll (as configured)"),
+        ("uring", "io driver: io_uring"),
+    ] {
+        let mut server =
+            ServerProc::start(&["--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--io", flag]);
+        server.wait_for_log(says);
+        server.wait_for_log(&format!("io=\"{flag}\""));
+        let tcp = format!("{}", server.tcp[0]);
+        let udp = format!("{}", server.udp[0]);
+        let out = upcase(&["send", "--addr", &tcp, &format!("over {flag}")], b"");
+        assert_eq!(
+            out.stdout,
+            format!("OVER {}\n", flag.to_uppercase()).as_bytes()
+        );
+        let out = upcase(&["send", "--udp", "--addr", &udp, "datagram"], b"");
+        assert_eq!(out.stdout, b"DATAGRAM\n", "{flag}");
+        assert!(server.terminate().success());
+        let counters = server.stop_counters();
+        assert_eq!((counters["lines"], counters["datagrams"]), (1, 1), "{flag}");
+    }
+    let out = upcase(&["serve", "--io", "kqueue"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auto, uring, epoll"));
+}

@@ -121,6 +121,40 @@ pub struct Limits {
     pub udp_guard: GuardConfig,
 }
 
+/// Which kernel interface the workers serve their sockets through ([`Runtime::io`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Io {
+    /// io_uring where it can run (Linux: probed when [`Server::run`](crate::Server::run)
+    /// starts, the ring set up and every operation the driver uses checked), the readiness
+    /// loop otherwise. One log line says which runs and why.
+    #[default]
+    Auto,
+    /// io_uring (Linux 5.11 or later): completion-based, every receive and send of a loop turn
+    /// in one system call. [`Server::run`](crate::Server::run) fails where it cannot run
+    /// (another system, an old kernel, `kernel.io_uring_disabled`, a seccomp filter).
+    Uring,
+    /// The readiness loop through `mio`: epoll on Linux, kqueue on macOS and the BSDs.
+    Epoll,
+}
+
+impl Io {
+    /// The name the command line uses: `auto`, `uring` or `epoll`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Uring => "uring",
+            Self::Epoll => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -140,6 +174,8 @@ pub struct Runtime {
     /// socket is closed, so that replies in flight are not destroyed by a reset. Default
     /// [`defaults::LINGER_TIMEOUT`].
     pub linger_timeout: Duration,
+    /// The kernel interface of the workers. Default [`Io::Auto`].
+    pub io: Io,
 }
 
 /// Everything a [`Server`](crate::Server) needs. [`ServerConfig::default`] is what `upcase serve`
@@ -254,6 +290,7 @@ impl Default for Runtime {
             write_timeout: Some(defaults::WRITE_TIMEOUT),
             drain_timeout: defaults::DRAIN_TIMEOUT,
             linger_timeout: defaults::LINGER_TIMEOUT,
+            io: Io::Auto,
         }
     }
 }
@@ -435,6 +472,14 @@ impl ServerConfig {
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         self.runtime.workers = Some(n);
+        self
+    }
+
+    /// The workers' kernel interface ([`Runtime::io`]); not checked before
+    /// [`Server::run`](crate::Server::run), which fails if [`Io::Uring`] cannot run.
+    #[must_use]
+    pub fn io(mut self, io: Io) -> Self {
+        self.runtime.io = io;
         self
     }
 

@@ -2,6 +2,10 @@
 //! socket. The session decides everything (replies, timers, the graceful close); this file
 //! moves bytes, keeps the output the socket did not take yet, and counts what it handed over.
 //!
+//! The transport is a [`Stream`]: a non-blocking socket for the epoll worker (`worker.rs`), the
+//! io_uring worker's view of its completed operations for that one (`uring/`). Everything else
+//! here is the same for both.
+//!
 //! Between turns the session's storage is parked in a buffer just large enough for its partial
 //! line (none at all between messages), so a waiting connection costs its socket and the
 //! session's state; during a turn it reads into the worker's large read buffer.
@@ -23,6 +27,33 @@ const READS_PER_TURN: usize = 4;
 const SMALL_READ: usize = 4096;
 /// The worker's read room beyond the longest partial line.
 const READ_SIZE: usize = 64 * 1024;
+
+/// The transport under a [`Conn`], as a non-blocking socket behaves: `WouldBlock` when nothing
+/// can move now, `Ok(0)` from `read` at the peer's end of stream.
+pub(crate) trait Stream {
+    /// Reads what has arrived into `buf`, at most its length.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Takes as much of `buf` as the transport can now: the count taken. Bytes taken count as
+    /// handed to the kernel. A completion-based transport takes nothing here (`WouldBlock`):
+    /// its driver sends [`Conn::pending_output`] and reports [`Conn::output_taken`].
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Ends the output (`shutdown(Write)`) once every byte taken has been sent.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(self, buf)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Write::write(self, buf)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
 
 /// Buffers a worker lends to the connection it is serving, for one turn.
 pub(crate) struct Lend {
@@ -107,9 +138,9 @@ struct Output {
     ends: VecDeque<(u64, ReplyKind)>,
 }
 
-/// One connection.
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+/// One connection over the transport `S`.
+pub(crate) struct Conn<S = TcpStream> {
+    pub(crate) stream: S,
     pub(crate) peer: SocketAddr,
     session: Session<Vec<u8>, DynTransform>,
     out: Output,
@@ -124,10 +155,19 @@ pub(crate) struct Conn {
     timed_out: bool,
 }
 
-impl Conn {
+impl Conn<TcpStream> {
+    /// Records what a poller event says about the socket.
+    pub(crate) fn note_event(&mut self, ev: &mio::event::Event) {
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.readable = true;
+        }
+    }
+}
+
+impl<S: Stream> Conn<S> {
     /// A served connection.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         transform: DynTransform,
         shared: &Shared,
@@ -149,7 +189,7 @@ impl Conn {
     /// A connection refused at the cap: it gets `error: too many connections`, then the
     /// graceful close, which ends by `deadline` (ms) at the latest.
     pub(crate) fn refused(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         deadline: Option<u64>,
         shared: &Shared,
@@ -166,11 +206,12 @@ impl Conn {
         self.out.waiting()
     }
 
-    /// Records what a poller event says about the socket.
-    pub(crate) fn note_event(&mut self, ev: &mio::event::Event) {
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.readable = true;
-        }
+    /// Whether the session is between messages (no partial line held), whatever output still
+    /// waits: the next input starts a new request.
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn between_messages(&self) -> bool {
+        self.session.is_idle()
     }
 
     /// Whether the connection is between messages with nothing to send: a turn for it costs
@@ -259,7 +300,7 @@ impl Conn {
                 Some(Closing::HalfClose) if self.out.waiting() => return Step::Wait,
                 Some(Closing::HalfClose | Closing::DropAndHalfClose) => {
                     self.out.drop_pending(shared);
-                    if self.stream.shutdown(Shutdown::Write).is_err() {
+                    if self.stream.shutdown_write().is_err() {
                         return Step::Close(Why::PeerGone);
                     }
                     self.session.handle_half_closed();
@@ -432,6 +473,33 @@ impl Conn {
         Ok(())
     }
 
+    /// The output the transport has not taken yet: what a completion-based driver hands to
+    /// its next send operation (a copy; the bytes stay here until [`output_taken`]).
+    ///
+    /// [`output_taken`]: Self::output_taken
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn pending_output(&self) -> &[u8] {
+        self.out.pending.get(self.out.sent..).unwrap_or(&[])
+    }
+
+    /// A completion-based driver's send operation took the first `n` bytes of
+    /// [`pending_output`](Self::pending_output): progress for the stall timer, and the replies
+    /// that end within them count, exactly as when a socket takes them. More than is pending
+    /// (a send that completes after its output was given up) counts only what is pending.
+    // Used by the io_uring worker, which is Linux only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn output_taken(&mut self, n: usize, shared: &Shared) {
+        let n = n.min(self.out.pending.len() - self.out.sent);
+        self.out.sent += n;
+        shared.buffer_change(0, n);
+        self.note_taken(n, shared);
+        if !self.out.waiting() {
+            self.out.pending = Vec::new();
+            self.out.sent = 0;
+        }
+    }
+
     /// Writes pending output. `Ok(true)` when none is left.
     fn flush(&mut self, shared: &Shared) -> Result<bool, Why> {
         if !self.out.waiting() {
@@ -540,7 +608,7 @@ fn hint_unterminated(peer: SocketAddr, when: &str) {
 
 /// Writes as much of `buf` as the socket takes now: how many bytes it took, and why the
 /// connection must close if a write failed (after the bytes it took, which are counted).
-fn write_now(stream: &mut TcpStream, buf: &[u8]) -> (usize, Option<Why>) {
+fn write_now<S: Stream>(stream: &mut S, buf: &[u8]) -> (usize, Option<Why>) {
     let mut off = 0;
     while off < buf.len() {
         match stream.write(&buf[off..]) {

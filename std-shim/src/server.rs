@@ -1,6 +1,6 @@
 //! The server: binds the sockets, runs the workers, and stops them gracefully.
 
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, Io, ServerConfig};
 use crate::net::{self, BindError};
 use crate::shared::{ServerCounters, Shared};
 use crate::worker::{Worker, WorkerHandle};
@@ -217,6 +217,7 @@ impl Server {
     pub fn run_with(self, mut observe: impl FnMut(ServerEvent)) -> io::Result<ServerCounters> {
         let started = Instant::now();
         let cfg = &self.shared.config;
+        let driver = Driver::select(cfg.runtime.io)?;
         let n = cfg
             .runtime
             .workers
@@ -232,6 +233,7 @@ impl Server {
             },
             max_connections = cfg.limits.max_connections,
             workers = n,
+            io = driver.name(),
             "upcase serving"
         );
         let mut udp: Vec<Vec<UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
@@ -239,7 +241,7 @@ impl Server {
             udp[i % n].push(s);
         }
         let shared = &*self.shared;
-        let mut handles: Vec<WorkerHandle> = Vec::new();
+        let mut handles: Vec<Handle> = Vec::new();
         let served = thread::scope(|scope| -> io::Result<()> {
             let mut started_workers = Vec::new();
             for share in udp {
@@ -248,9 +250,19 @@ impl Server {
                     .iter()
                     .map(TcpListener::try_clone)
                     .collect::<io::Result<Vec<_>>>()?;
-                let (worker, handle) = Worker::new(shared, listeners, share)?;
-                handles.push(handle);
-                started_workers.push(worker);
+                match driver {
+                    Driver::Epoll => {
+                        let (worker, handle) = Worker::new(shared, listeners, share)?;
+                        handles.push(Handle::Epoll(handle));
+                        started_workers.push(AnyWorker::Epoll(worker));
+                    }
+                    #[cfg(target_os = "linux")]
+                    Driver::Uring => {
+                        let (worker, handle) = crate::uring::Worker::new(shared, listeners, share)?;
+                        handles.push(Handle::Uring(handle));
+                        started_workers.push(AnyWorker::Uring(worker));
+                    }
+                }
             }
             // Every worker holds duplicates of the listening sockets from here.
             drop(self.tcp);
@@ -261,7 +273,7 @@ impl Server {
                 if let Err(e) = spawned {
                     // The workers already running stop, so the scope can end.
                     shared.stopping.store(true, Ordering::Release);
-                    handles.iter().for_each(WorkerHandle::wake);
+                    handles.iter().for_each(Handle::wake);
                     return Err(e);
                 }
             }
@@ -280,7 +292,7 @@ impl Server {
             }
             drop(stop);
             shared.stopping.store(true, Ordering::Release);
-            handles.iter().for_each(WorkerHandle::wake);
+            handles.iter().for_each(Handle::wake);
             observe(ServerEvent::Draining);
             Ok(())
         });
@@ -303,6 +315,94 @@ impl Server {
             totals.udp_dropped
         );
         Ok(totals)
+    }
+}
+
+/// The workers' kernel interface, as chosen when the server starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// mio's readiness loop (`worker.rs`).
+    Epoll,
+    /// The io_uring workers (`uring/`).
+    #[cfg(target_os = "linux")]
+    Uring,
+}
+
+impl Driver {
+    /// The driver for `io`: `Auto` probes io_uring and falls back to the readiness loop, with
+    /// one log line saying which runs and why. `Uring` where it cannot run is an error
+    /// (`Unsupported`) that says why.
+    fn select(io: Io) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        match (io, crate::uring::probe()) {
+            (Io::Epoll, _) => {
+                tracing::info!("io driver: epoll (as configured)");
+                Ok(Self::Epoll)
+            }
+            (Io::Auto | Io::Uring, Ok(())) => {
+                tracing::info!(configured = %io, "io driver: io_uring (the kernel supports every operation it uses)");
+                Ok(Self::Uring)
+            }
+            (Io::Auto, Err(why)) => {
+                tracing::info!(%why, "io driver: epoll (io_uring cannot run here)");
+                Ok(Self::Epoll)
+            }
+            (Io::Uring, Err(why)) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring was asked for (--io uring) but cannot run here: {why}"),
+            )),
+        }
+        #[cfg(not(target_os = "linux"))]
+        match io {
+            Io::Uring => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring was asked for (--io uring) but exists on Linux only",
+            )),
+            Io::Auto | Io::Epoll => Ok(Self::Epoll),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            #[cfg(target_os = "linux")]
+            Self::Uring => "uring",
+        }
+    }
+}
+
+/// A worker of either driver (one per thread, so their sizes may differ).
+#[allow(clippy::large_enum_variant)]
+enum AnyWorker<'s> {
+    Epoll(Worker<'s>),
+    #[cfg(target_os = "linux")]
+    Uring(crate::uring::Worker<'s>),
+}
+
+impl AnyWorker<'_> {
+    fn run(self) {
+        match self {
+            Self::Epoll(w) => w.run(),
+            #[cfg(target_os = "linux")]
+            Self::Uring(w) => w.run(),
+        }
+    }
+}
+
+/// What wakes a worker of either driver.
+enum Handle {
+    Epoll(WorkerHandle),
+    #[cfg(target_os = "linux")]
+    Uring(crate::uring::Handle),
+}
+
+impl Handle {
+    fn wake(&self) {
+        match self {
+            Self::Epoll(h) => h.wake(),
+            #[cfg(target_os = "linux")]
+            Self::Uring(h) => h.wake(),
+        }
     }
 }
 

@@ -20,11 +20,26 @@ const SLOT: usize = 65536;
 /// Records of the loop guard, per socket (24 bytes each).
 const GUARD_PEERS: usize = 4096;
 
+/// The core's UDP decision maker, as every driver configures it.
+pub(crate) type UdpResponder = Responder<DynTransform, GUARD_PEERS>;
+
+/// A responder for one socket: the server's transform, limits and loop guard, with a key of
+/// its own.
+pub(crate) fn new_responder(shared: &Shared) -> Box<UdpResponder> {
+    let limits = &shared.config.limits;
+    let guard = LoopGuard::new(limits.udp_guard, random_key());
+    Box::new(
+        Responder::new(DynTransform::new(&shared.config.transform), guard)
+            .with_max_request(limits.max_datagram)
+            .with_no_amplify(limits.udp_no_amplify),
+    )
+}
+
 /// One UDP socket and what serving it needs.
 pub(crate) struct Endpoint {
     pub(crate) socket: UdpSocket,
     local: SocketAddr,
-    responder: Box<Responder<DynTransform, GUARD_PEERS>>,
+    responder: Box<UdpResponder>,
     /// `BATCH` request slots of `SLOT` bytes, then `BATCH` reply slots. Allocated zeroed and
     /// touched only as far as datagrams fill them.
     requests: Vec<u8>,
@@ -49,15 +64,10 @@ fn random_key() -> u128 {
 impl Endpoint {
     pub(crate) fn new(socket: UdpSocket, shared: &Shared) -> io::Result<Self> {
         let local = socket.local_addr()?;
-        let limits = &shared.config.limits;
-        let guard = LoopGuard::new(limits.udp_guard, random_key());
-        let responder = Responder::new(DynTransform::new(&shared.config.transform), guard)
-            .with_max_request(limits.max_datagram)
-            .with_no_amplify(limits.udp_no_amplify);
         Ok(Self {
             socket,
             local,
-            responder: Box::new(responder),
+            responder: new_responder(shared),
             requests: vec![0u8; BATCH * SLOT],
             replies: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
         })

@@ -2,6 +2,7 @@
 //! server reports to its program: `Serving` once every socket is served, `Draining` when the
 //! shutdown begins, and counters read while it runs.
 
+mod common;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,12 @@ fn given_sockets_are_served_and_nothing_else_is_bound() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (tcp_addr, udp_addr) = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
-    let server =
-        Server::from_listeners(ServerConfig::new().no_tcp().no_udp(), vec![tcp], vec![udp])
-            .unwrap();
+    let server = Server::from_listeners(
+        ServerConfig::new().no_tcp().no_udp().io(common::io()),
+        vec![tcp],
+        vec![udp],
+    )
+    .unwrap();
     // Exactly the given sockets: not the default addresses as well.
     assert_eq!(server.tcp_addrs(), [tcp_addr]);
     assert_eq!(server.udp_addrs(), [udp_addr]);
@@ -58,7 +62,10 @@ fn given_sockets_are_served_and_nothing_else_is_bound() {
 fn given_sockets_and_configured_addresses_are_served_together() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let given = tcp.local_addr().unwrap();
-    let config = ServerConfig::new().tcp(["127.0.0.1:0"]).no_udp();
+    let config = ServerConfig::new()
+        .tcp(["127.0.0.1:0"])
+        .no_udp()
+        .io(common::io());
     let server = Server::from_listeners(config, vec![tcp], vec![]).unwrap();
     let addrs = server.tcp_addrs();
     assert_eq!(addrs.len(), 2, "{addrs:?}");

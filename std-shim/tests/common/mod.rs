@@ -6,12 +6,13 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use upcase_std::{Server, ServerConfig, ServerCounters, ShutdownHandle};
+use upcase_std::{CountersHandle, Io, Server, ServerConfig, ServerCounters, ShutdownHandle};
 
 /// Upper bound on anything a test waits for.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
-/// A configuration serving TCP (`tcp`) and UDP (`udp`) on 127.0.0.1, port 0, defaults otherwise.
+/// A configuration serving TCP (`tcp`) and UDP (`udp`) on 127.0.0.1, port 0, defaults otherwise
+/// (the driver as [`io`] says).
 pub(crate) fn config(tcp: bool, udp: bool) -> ServerConfig {
     let loopback = |on: bool| {
         if on {
@@ -20,7 +21,22 @@ pub(crate) fn config(tcp: bool, udp: bool) -> ServerConfig {
             Vec::new()
         }
     };
-    ServerConfig::new().tcp(loopback(tcp)).udp(loopback(udp))
+    ServerConfig::new()
+        .tcp(loopback(tcp))
+        .udp(loopback(udp))
+        .io(io())
+}
+
+/// The driver the suite runs against: `UPCASE_IO` (`auto`, `uring`, `epoll`; unset: `auto`),
+/// so that `UPCASE_IO=uring cargo test` runs every test over io_uring and
+/// `UPCASE_IO=epoll` over epoll. Any other value fails the test.
+pub(crate) fn io() -> Io {
+    match std::env::var("UPCASE_IO").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("auto") => Io::Auto,
+        Ok("uring") => Io::Uring,
+        Ok("epoll") => Io::Epoll,
+        other => panic!("UPCASE_IO must be auto, uring or epoll, not {other:?}"),
+    }
 }
 
 /// A server running on its own thread. Dropping it shuts it down and waits for it.
@@ -28,6 +44,7 @@ pub(crate) struct Running {
     pub(crate) tcp: Vec<SocketAddr>,
     pub(crate) udp: Vec<SocketAddr>,
     handle: ShutdownHandle,
+    counters: CountersHandle,
     thread: Option<JoinHandle<(io::Result<ServerCounters>, Instant)>>,
 }
 
@@ -37,6 +54,7 @@ impl Running {
         let server = Server::bind(config).expect("bind");
         let (tcp, udp) = (server.tcp_addrs(), server.udp_addrs());
         let handle = server.shutdown_handle();
+        let counters = server.counters_handle();
         let thread = std::thread::Builder::new()
             .name("server".into())
             .spawn(move || {
@@ -48,8 +66,14 @@ impl Running {
             tcp,
             udp,
             handle,
+            counters,
             thread: Some(thread),
         }
+    }
+
+    /// Reads the counters while the server runs.
+    pub(crate) fn counters(&self) -> &CountersHandle {
+        &self.counters
     }
 
     /// The first TCP address.
