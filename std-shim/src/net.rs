@@ -69,8 +69,13 @@ pub(crate) fn resolve(spec: &str) -> Result<Vec<SocketAddr>, BindError> {
         addr: spec.to_owned(),
         source,
     };
-    let mut addrs: Vec<SocketAddr> = full.to_socket_addrs().map_err(err)?.collect();
-    addrs.dedup();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    // Every duplicate, not only adjacent ones (`Vec::dedup`), in the resolver's order.
+    for a in full.to_socket_addrs().map_err(err)? {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
     if addrs.is_empty() {
         return Err(err(io::Error::new(io::ErrorKind::NotFound, "no address")));
     }
