@@ -695,6 +695,9 @@ fn a_server_that_answers_one_of_two_lines_is_described_as_it_behaved() {
 /// (`--io` beats `UPCASE_IO`, which the suite may set). A bad value is a usage error.
 #[test]
 fn io_flag_selects_the_driver_and_the_log_says_which() {
+    if common::skip_under_wine("--io chooses between Linux's drivers; Windows has one") {
+        return;
+    }
     for (flag, says) in [
         ("epoll", "io driver: epoll (as configured)"),
         ("uring", "io driver: io_uring"),
