@@ -10,12 +10,15 @@
 //! line (none at all between messages), so a waiting connection costs its socket and the
 //! session's state; during a turn it reads into the worker's large read buffer.
 
+use crate::net;
 use crate::shared::{Counters, Shared};
+use crate::sys::AsSocket;
 use crate::transform::DynTransform;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
 use upcase_core::{
     CloseReason, Closing, Framing, LineFramer, ReplyEnd, ReplyKind, Session, Timeouts,
 };
@@ -27,6 +30,82 @@ const READS_PER_TURN: usize = 4;
 const SMALL_READ: usize = 4096;
 /// The worker's read room beyond the longest partial line.
 const READ_SIZE: usize = 64 * 1024;
+/// Refused connections (and those taken from the backlog at shutdown) a worker keeps for their
+/// graceful close; beyond this many, one is closed at once: a flood must not pin descriptors.
+pub(crate) const MAX_REFUSED_CLOSING: usize = 1024;
+/// Pause after the process ran out of descriptors or memory, before accepting again.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Takes a connection a worker accepted, as every worker does: under the connection cap it is
+/// configured, counted and served; over it, it is refused (`error: too many connections`, then
+/// the graceful close by the linger timeout) while fewer than [`MAX_REFUSED_CLOSING`] refusals
+/// are closing (`refused_closing` counts them; the worker lowers it as they end), and closed at
+/// once otherwise (`None`). `wrap` makes the worker's transport of the socket.
+pub(crate) fn admit<T: AsSocket, S: Stream>(
+    sock: T,
+    peer: SocketAddr,
+    wrap: impl FnOnce(T) -> S,
+    refused_closing: &mut usize,
+    shared: &Shared,
+) -> Option<Conn<S>> {
+    if shared.take_slot() {
+        if let Err(e) = net::configure_stream(&sock, &shared.config.socket) {
+            tracing::debug!(%peer, error = %e, "cannot configure connection");
+        }
+        Counters::add(&shared.counters.connections, 1);
+        tracing::debug!(%peer, "connection opened");
+        let transform = DynTransform::new(&shared.config.transform);
+        return Some(Conn::new(wrap(sock), peer, transform, shared));
+    }
+    Counters::add(&shared.counters.refused, 1);
+    tracing::debug!(%peer, "refused: connection cap reached");
+    if *refused_closing >= MAX_REFUSED_CLOSING {
+        return None;
+    }
+    *refused_closing += 1;
+    let linger = shared.config.runtime.linger_timeout.as_millis();
+    let deadline = u64::try_from(linger)
+        .ok()
+        .and_then(|ms| shared.now_ms().checked_add(ms));
+    Some(Conn::refused(wrap(sock), peer, deadline, shared))
+}
+
+/// A connection accepted after the shutdown began: nothing of it was received when the
+/// shutdown began, so it is closed gracefully, unanswered, by `deadline` (ms) (PROTOCOL.md
+/// §2.5). It counts among the `refused_closing` of [`admit`].
+pub(crate) fn unanswered<S: Stream>(
+    stream: S,
+    peer: SocketAddr,
+    deadline: Option<u64>,
+    refused_closing: &mut usize,
+    shared: &Shared,
+) -> Conn<S> {
+    tracing::debug!(%peer, "accepted from the backlog at shutdown: closed unanswered");
+    let mut c = Conn::new(stream, peer, DynTransform::unused(), shared);
+    c.counted = false;
+    c.begin_drain(deadline, shared);
+    *refused_closing += 1;
+    c
+}
+
+/// Logs a failed accept; `true` if it failed for want of descriptors or memory, when the worker
+/// pauses accepting for [`ACCEPT_BACKOFF`] (retrying at once would spin). Other failures
+/// (`ECONNABORTED` and friends) lose that one connection; the listener is fine.
+pub(crate) fn accept_failed(e: &io::Error, shared: &Shared) -> bool {
+    if !net::is_resource_exhaustion(e) {
+        tracing::debug!(error = %e, "accept failed");
+        return false;
+    }
+    if shared.may_warn() {
+        let what = if net::is_fd_exhaustion(e) {
+            "out of file descriptors"
+        } else {
+            "out of kernel memory"
+        };
+        tracing::warn!(error = %e, "cannot accept: {what}; backing off 50 ms (logged at most once a second)");
+    }
+    true
+}
 
 /// The transport under a [`Conn`], as a non-blocking socket behaves: `WouldBlock` when nothing
 /// can move now, `Ok(0)` from `read` at the peer's end of stream.

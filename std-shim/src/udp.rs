@@ -20,6 +20,47 @@ const SLOT: usize = 65536;
 /// Records of the loop guard, per socket (24 bytes each).
 const GUARD_PEERS: usize = 4096;
 
+/// One datagram through the responder, as every driver serves it; `turn` is the datagram's
+/// source, the socket's own address and the time (ms). `Some(n)`: a reply of `n` bytes in
+/// `reply` goes back to the source. `None`: no reply; the drop is counted, by its
+/// [`DropReason`], or as a panic of the user's transform, which costs this one datagram only
+/// (the responder gets a fresh transform; the others of a batch go on).
+pub(crate) fn respond(
+    responder: &mut UdpResponder,
+    (peer, local, now_ms): (SocketAddr, SocketAddr, u64),
+    request: &[u8],
+    reply: &mut [u8],
+    shared: &Shared,
+) -> Option<usize> {
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        responder.respond(peer, local, request, now_ms, reply)
+    }));
+    match answered {
+        Ok(Ok(n)) => return Some(n),
+        Ok(Err(why)) => shared.counters.drop_datagram(why),
+        Err(_) => {
+            Counters::add(&shared.counters.panics, 1);
+            tracing::error!(%peer, "the transform panicked on a datagram; it was dropped");
+            *responder.transform_mut() = DynTransform::new(&shared.config.transform);
+        }
+    }
+    None
+}
+
+/// Counts what a reply's send did: a datagram and its bytes, or a drop ([`DropReason::NotSent`]).
+pub(crate) fn count_sent(result: io::Result<usize>, shared: &Shared) {
+    match result {
+        Ok(n) => {
+            Counters::add(&shared.counters.datagrams, 1);
+            Counters::add(&shared.counters.bytes_out, n as u64);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "UDP reply not sent");
+            shared.counters.drop_datagram(DropReason::NotSent);
+        }
+    }
+}
+
 /// The core's UDP decision maker, as every driver configures it.
 pub(crate) type UdpResponder = Responder<DynTransform, GUARD_PEERS>;
 
@@ -95,20 +136,10 @@ impl Endpoint {
                 Counters::add(&shared.counters.bytes_in, len as u64);
                 let request = &self.requests[i * SLOT..][..len];
                 let reply = &mut self.replies[i * MAX_UDP_PAYLOAD..][..MAX_UDP_PAYLOAD];
-                let (responder, local) = (&mut self.responder, self.local);
-                // A panic of the user's transform costs that one datagram only: unwinding out
-                // of the batch would lose the others received with it, from any client.
-                let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    responder.respond(peer, local, request, now_ms, reply)
-                }));
-                match answered {
-                    Ok(Ok(n)) => out[i] = (n, Some(peer)),
-                    Ok(Err(why)) => shared.counters.drop_datagram(why),
-                    Err(_) => {
-                        Counters::add(&shared.counters.panics, 1);
-                        tracing::error!(%peer, "the transform panicked on a datagram; it was dropped");
-                        self.reset_transform(shared);
-                    }
+                // Unwinding out of the batch would lose the others received with it.
+                let turn = (peer, self.local, now_ms);
+                if let Some(n) = respond(&mut self.responder, turn, request, reply, shared) {
+                    out[i] = (n, Some(peer));
                 }
             }
             self.send(&out[..count], shared);
@@ -146,16 +177,7 @@ impl Endpoint {
             })
             .collect();
         for result in sent {
-            match result {
-                Ok(n) => {
-                    Counters::add(&shared.counters.datagrams, 1);
-                    Counters::add(&shared.counters.bytes_out, n as u64);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "UDP reply not sent");
-                    shared.counters.drop_datagram(DropReason::NotSent);
-                }
-            }
+            count_sent(result, shared);
         }
     }
 

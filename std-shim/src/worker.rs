@@ -11,10 +11,10 @@
 //! are bounded by the server-wide reply budget. Each worker has one read buffer (64 KiB plus the
 //! longest line) and one staging buffer (64 KiB), lent to the connection it is serving.
 
-use crate::conn::{Conn, Lend, Share, Step, Why, read_buffer};
-use crate::net;
+use crate::conn::{
+    self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Why, read_buffer,
+};
 use crate::shared::{Counters, Shared};
-use crate::transform::DynTransform;
 use crate::udp::{self, Endpoint};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -33,16 +33,11 @@ const WAKER: Token = Token(usize::MAX);
 const FIRST_SPECIAL: usize = usize::MAX - (1 << 20);
 /// Connections one listener may yield before the worker serves its connections again.
 const ACCEPT_BUDGET: usize = 256;
-/// Pause after the process ran out of descriptors or memory, before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How often a long round of turns stops to look for new connections and new requests from
 /// idle ones (see [`Worker::mid_round`]).
 const MID_ROUND_EVERY: Duration = Duration::from_millis(10);
 /// Events one such stop takes at most; the rest wait for the next poll.
 const MID_ROUND_EVENTS: usize = 64;
-/// Refused connections a worker keeps for their graceful close; past it, they are closed at
-/// once (a flood must not pin descriptors).
-const MAX_REFUSED_CLOSING: usize = 1024;
 /// Pause after the poller itself failed, before polling again.
 const POLL_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -371,20 +366,12 @@ impl<'s> Worker<'s> {
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if net::is_resource_exhaustion(&e) => {
-                    if self.shared.may_warn() {
-                        let what = if net::is_fd_exhaustion(&e) {
-                            "out of file descriptors"
-                        } else {
-                            "out of kernel memory"
-                        };
-                        tracing::warn!(error = %e, "cannot accept: {what}; backing off 50 ms (logged at most once a second)");
+                Err(e) => {
+                    if conn::accept_failed(&e, self.shared) {
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return true;
                     }
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                    return true;
                 }
-                // ECONNABORTED and friends: that one connection is gone, the listener is fine.
-                Err(e) => tracing::debug!(error = %e, "accept failed"),
             }
         }
         true
@@ -393,33 +380,10 @@ impl<'s> Worker<'s> {
     /// Takes a new connection under the cap, or refuses it with an error line and a graceful
     /// close.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let shared = self.shared;
-        let conn = if shared.take_slot() {
-            if let Err(e) = net::configure_stream(&stream, &shared.config.socket) {
-                tracing::debug!(%peer, error = %e, "cannot configure connection");
-            }
-            Counters::add(&shared.counters.connections, 1);
-            tracing::debug!(%peer, "connection opened");
-            Conn::new(
-                stream,
-                peer,
-                DynTransform::new(&shared.config.transform),
-                shared,
-            )
-        } else {
-            Counters::add(&shared.counters.refused, 1);
-            tracing::debug!(%peer, "refused: connection cap reached");
-            if self.refused_closing >= MAX_REFUSED_CLOSING {
-                return; // closed at once: a flood must not pin descriptors
-            }
-            self.refused_closing += 1;
-            let linger = shared.config.runtime.linger_timeout.as_millis();
-            let deadline = u64::try_from(linger)
-                .ok()
-                .and_then(|ms| shared.now_ms().checked_add(ms));
-            Conn::refused(stream, peer, deadline, shared)
-        };
-        self.insert(conn);
+        let wrap = |s| s;
+        if let Some(c) = conn::admit(stream, peer, wrap, &mut self.refused_closing, self.shared) {
+            self.insert(c);
+        }
     }
 
     /// Watches a new connection and serves it at once: its first bytes (or its refusal) need no
@@ -465,11 +429,8 @@ impl<'s> Worker<'s> {
             let _ = self.poll.registry().deregister(&mut l);
         }
         for (stream, peer) in backlog {
-            tracing::debug!(%peer, "accepted from the backlog at shutdown: closed unanswered");
-            let mut c = Conn::new(stream, peer, DynTransform::unused(), self.shared);
-            c.counted = false;
-            c.begin_drain(deadline_ms, self.shared);
-            self.refused_closing += 1;
+            let rc = &mut self.refused_closing;
+            let c = conn::unanswered(stream, peer, deadline_ms, rc, self.shared);
             self.insert(c);
         }
         for mut e in self.udp.drain(..) {

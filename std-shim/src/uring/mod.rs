@@ -26,11 +26,11 @@ mod ring;
 pub(crate) use ring::probe;
 
 use crate::config::MAX_UDP_PAYLOAD;
-use crate::conn::{Conn, Lend, Share, Step, Stream, Why, read_buffer};
-use crate::net;
+use crate::conn::{
+    self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Stream, Why, read_buffer,
+};
 use crate::shared::{Counters, Shared};
-use crate::transform::DynTransform;
-use crate::udp::{UdpResponder, new_responder};
+use crate::udp::{self, UdpResponder, new_responder};
 use ring::{Buf, Datagram, Done, Op, OpId, Ring};
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -60,10 +60,6 @@ const ACCEPTS: usize = 4;
 /// Receives in flight per UDP socket (each with its datagram slot of 128 KiB, touched as far as
 /// datagrams fill it).
 const UDP_SLOTS: usize = 16;
-/// Pause after the process ran out of descriptors or memory, before accepting again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Refused connections a worker keeps for their graceful close (as the epoll worker).
-const MAX_REFUSED_CLOSING: usize = 1024;
 /// How often a long round of turns stops to reap completions (see [`Worker::mid_round`]).
 const MID_ROUND_EVERY: Duration = Duration::from_millis(10);
 /// Pause after the ring itself failed, before waiting again.
@@ -451,18 +447,6 @@ impl<'s> Worker<'s> {
                     self.admit(stream);
                 }
             }
-            (None, Err(e)) if net::is_resource_exhaustion(&e) => {
-                if self.shared.may_warn() {
-                    let what = if net::is_fd_exhaustion(&e) {
-                        "out of file descriptors"
-                    } else {
-                        "out of kernel memory"
-                    };
-                    tracing::warn!(error = %e, "cannot accept: {what}; backing off 50 ms (logged at most once a second)");
-                }
-                self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                return;
-            }
             (None, Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => return,
             (None, Err(e)) if e.raw_os_error() == Some(libc::EINVAL) && self.multishot_accept => {
                 tracing::info!(
@@ -470,7 +454,12 @@ impl<'s> Worker<'s> {
                 );
                 self.multishot_accept = false;
             }
-            (None, Err(e)) => tracing::debug!(error = %e, "accept failed"),
+            (None, Err(e)) => {
+                if conn::accept_failed(&e, self.shared) {
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
             (None, Ok(_)) => {}
         }
         if !d.more && self.draining.is_none() && self.accept_paused_until.is_none() {
@@ -481,45 +470,19 @@ impl<'s> Worker<'s> {
     /// Takes a new connection under the cap, or refuses it with an error line and a graceful
     /// close (as the epoll worker does).
     fn admit(&mut self, stream: TcpStream) {
-        let shared = self.shared;
         let peer = peer_of(&stream);
-        let conn = if shared.take_slot() {
-            if let Err(e) = net::configure_stream(&stream, &shared.config.socket) {
-                tracing::debug!(%peer, error = %e, "cannot configure connection");
-            }
-            Counters::add(&shared.counters.connections, 1);
-            tracing::debug!(%peer, "connection opened");
-            Conn::new(
-                Link::new(stream),
-                peer,
-                DynTransform::new(&shared.config.transform),
-                shared,
-            )
-        } else {
-            Counters::add(&shared.counters.refused, 1);
-            tracing::debug!(%peer, "refused: connection cap reached");
-            if self.refused_closing >= MAX_REFUSED_CLOSING {
-                return; // closed at once: a flood must not pin descriptors
-            }
-            self.refused_closing += 1;
-            let linger = shared.config.runtime.linger_timeout.as_millis();
-            let deadline = u64::try_from(linger)
-                .ok()
-                .and_then(|ms| shared.now_ms().checked_add(ms));
-            Conn::refused(Link::new(stream), peer, deadline, shared)
-        };
-        self.insert(conn);
+        let rc = &mut self.refused_closing;
+        if let Some(c) = conn::admit(stream, peer, Link::new, rc, self.shared) {
+            self.insert(c);
+        }
     }
 
     /// A connection accepted after the shutdown began: closed gracefully, unanswered.
     fn backlog_conn(&mut self, stream: TcpStream) {
         let peer = peer_of(&stream);
-        tracing::debug!(%peer, "accepted from the backlog at shutdown: closed unanswered");
-        let deadline_ms = self.draining.flatten().map(|d| self.shared.ms_at(d));
-        let mut c = Conn::new(Link::new(stream), peer, DynTransform::unused(), self.shared);
-        c.counted = false;
-        c.begin_drain(deadline_ms, self.shared);
-        self.refused_closing += 1;
+        let deadline = self.draining.flatten().map(|d| self.shared.ms_at(d));
+        let rc = &mut self.refused_closing;
+        let c = conn::unanswered(Link::new(stream), peer, deadline, rc, self.shared);
         self.insert(c);
     }
 
@@ -837,14 +800,10 @@ impl<'s> Worker<'s> {
                 Counters::add(&shared.counters.bytes_in, len as u64);
                 if let Some(peer) = dg.source() {
                     let now_ms = shared.now_ms();
-                    let (responder, local) = (&mut e.responder, e.local);
                     let (request, reply) = dg.parts();
-                    // A panic of the user's transform costs that one datagram only.
-                    let answered = catch_unwind(AssertUnwindSafe(|| {
-                        responder.respond(peer, local, request, now_ms, reply)
-                    }));
-                    match answered {
-                        Ok(Ok(n)) if self.draining.is_none() => {
+                    let turn = (peer, e.local, now_ms);
+                    match udp::respond(&mut e.responder, turn, request, reply, shared) {
+                        Some(n) if self.draining.is_none() => {
                             let fd = e.socket.as_raw_fd();
                             let op = Op::SendMsg {
                                 fd,
@@ -855,14 +814,8 @@ impl<'s> Worker<'s> {
                             e.ops.push(self.ring.push(tag(UDP_SEND, i), op));
                             return;
                         }
-                        Ok(Ok(_)) => shared.counters.drop_datagram(DropReason::NotSent),
-                        Ok(Err(why)) => shared.counters.drop_datagram(why),
-                        Err(_) => {
-                            Counters::add(&shared.counters.panics, 1);
-                            tracing::error!(%peer, "the transform panicked on a datagram; it was dropped");
-                            *e.responder.transform_mut() =
-                                DynTransform::new(&shared.config.transform);
-                        }
+                        Some(_) => shared.counters.drop_datagram(DropReason::NotSent),
+                        None => {}
                     }
                 }
             }
@@ -877,16 +830,7 @@ impl<'s> Worker<'s> {
         let shared = self.shared;
         let Some(e) = self.udp.get_mut(i) else { return };
         e.ops.retain(|&id| id != d.id);
-        match d.result {
-            Ok(n) => {
-                Counters::add(&shared.counters.datagrams, 1);
-                Counters::add(&shared.counters.bytes_out, n as u64);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "UDP reply not sent");
-                shared.counters.drop_datagram(DropReason::NotSent);
-            }
-        }
+        udp::count_sent(d.result, shared);
         if let Buf::Datagram(dg) = d.buf {
             self.arm_udp_recv(i, dg);
         }
