@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use upcase_core::{
     CloseReason, Closing, Framing, LineFramer, ReplyEnd, ReplyKind, Session, Timeouts,
 };
@@ -86,6 +86,31 @@ pub(crate) fn unanswered<S: Stream>(
     c.begin_drain(deadline, shared);
     *refused_closing += 1;
     c
+}
+
+/// How often a worker runs its connections' timers: a quarter of the shortest timeout, between
+/// 50 ms and 1 s (1 s when no timeout is set), so a timeout fires at most a quarter late.
+pub(crate) fn sweep_period(rt: &crate::config::Runtime) -> Duration {
+    [rt.idle_timeout, rt.write_timeout, Some(rt.linger_timeout)]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(1), |t| {
+            (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        })
+}
+
+/// When a worker with nothing ready must wake: the next sweep, the end of an accept back-off,
+/// or the drain deadline, whichever comes first.
+pub(crate) fn wake_at(
+    next_sweep: Instant,
+    accept_paused_until: Option<Instant>,
+    drain_deadline: Option<Option<Instant>>,
+) -> Instant {
+    [accept_paused_until, drain_deadline.flatten()]
+        .into_iter()
+        .flatten()
+        .fold(next_sweep, Instant::min)
 }
 
 /// Logs a failed accept; `true` if it failed for want of descriptors or memory, when the worker
@@ -297,6 +322,24 @@ impl<S: Stream> Conn<S> {
     /// only what its new input asks for.
     pub(crate) fn is_idle(&self) -> bool {
         self.session.is_idle() && !self.out.waiting()
+    }
+
+    /// [`turn`](Self::turn), where a panic of the user's transform closes this connection only
+    /// ([`Why::Panicked`], counted; its reply budget given back) and the worker goes on, with its
+    /// lent read buffer restored if the panic took it.
+    pub(crate) fn guarded_turn(&mut self, lend: &mut Lend, shared: &Shared, share: Share) -> Step {
+        let turn = std::panic::AssertUnwindSafe(|| self.turn(lend, shared, share));
+        if let Ok(step) = std::panic::catch_unwind(turn) {
+            return step;
+        }
+        Counters::add(&shared.counters.panics, 1);
+        self.abandon(shared);
+        tracing::error!(peer = %self.peer, "the transform panicked; connection closed");
+        if lend.read.is_empty() {
+            let limits = &shared.config.limits;
+            lend.read = read_buffer(limits.framing, limits.max_line);
+        }
+        Step::Close(Why::Panicked)
     }
 
     /// Moves bytes until the connection has to wait for its socket, or has had its `share`.

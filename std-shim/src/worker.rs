@@ -11,9 +11,7 @@
 //! are bounded by the server-wide reply budget. Each worker has one read buffer (64 KiB plus the
 //! longest line) and one staging buffer (64 KiB), lent to the connection it is serving.
 
-use crate::conn::{
-    self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Why, read_buffer,
-};
+use crate::conn::{self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Why};
 use crate::shared::{Counters, Shared};
 use crate::udp::{self, Endpoint};
 use mio::net::{TcpListener, TcpStream};
@@ -132,26 +130,13 @@ impl<'s> Worker<'s> {
 
     /// Runs until a shutdown has drained every connection.
     pub(crate) fn run(mut self) {
-        let rt = &self.shared.config.runtime;
-        let sweep_every = [rt.idle_timeout, rt.write_timeout, Some(rt.linger_timeout)]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(Duration::from_secs(1), |t| {
-                (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-            });
+        let sweep_every = conn::sweep_period(&self.shared.config.runtime);
         let mut next_sweep = Instant::now() + sweep_every;
         let mut events = Events::with_capacity(1024);
         let mut mid_events = Events::with_capacity(MID_ROUND_EVENTS);
         loop {
             let now = Instant::now();
-            let mut wake_at = next_sweep;
-            for t in [self.accept_paused_until, self.draining.flatten()]
-                .into_iter()
-                .flatten()
-            {
-                wake_at = wake_at.min(t);
-            }
+            let wake_at = conn::wake_at(next_sweep, self.accept_paused_until, self.draining);
             // Accepting that waits for the end of a back-off is no work for now: polling without
             // a timeout until then would spin (issue 10, item 7); `wake_at` holds its end.
             let accept_now = self.accept_more && self.accept_paused_until.is_none();
@@ -248,19 +233,7 @@ impl<'s> Worker<'s> {
             return;
         };
         let lend = &mut self.lend;
-        let step = match catch_unwind(AssertUnwindSafe(|| c.turn(lend, shared, share))) {
-            Ok(step) => step,
-            Err(_) => {
-                Counters::add(&shared.counters.panics, 1);
-                c.abandon(shared);
-                tracing::error!(peer = %c.peer, "the transform panicked; connection closed");
-                if self.lend.read.is_empty() {
-                    let limits = &shared.config.limits;
-                    self.lend.read = read_buffer(limits.framing, limits.max_line);
-                }
-                Step::Close(Why::Panicked)
-            }
-        };
+        let step = c.guarded_turn(lend, shared, share);
         let step = match step {
             Step::Close(why) => Step::Close(why),
             other => match self.watch(k) {

@@ -27,7 +27,7 @@ pub(crate) use ring::probe;
 
 use crate::config::MAX_UDP_PAYLOAD;
 use crate::conn::{
-    self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Stream, Why, read_buffer,
+    self, ACCEPT_BACKOFF, Conn, Lend, MAX_REFUSED_CLOSING, Share, Step, Stream, Why,
 };
 use crate::shared::{Counters, Shared};
 use crate::udp::{self, UdpResponder, new_responder};
@@ -37,7 +37,6 @@ use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use upcase_core::DropReason;
@@ -273,14 +272,7 @@ impl<'s> Worker<'s> {
 
     /// Runs until a shutdown has drained every connection.
     pub(crate) fn run(mut self) {
-        let rt = &self.shared.config.runtime;
-        let sweep_every = [rt.idle_timeout, rt.write_timeout, Some(rt.linger_timeout)]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(Duration::from_secs(1), |t| {
-                (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-            });
+        let sweep_every = conn::sweep_period(&self.shared.config.runtime);
         self.arm_wake();
         for i in 0..self.listeners.len() {
             self.arm_accepts(i);
@@ -293,13 +285,7 @@ impl<'s> Worker<'s> {
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
             let now = Instant::now();
-            let mut wake_at = next_sweep;
-            for t in [self.accept_paused_until, self.draining.flatten()]
-                .into_iter()
-                .flatten()
-            {
-                wake_at = wake_at.min(t);
-            }
+            let wake_at = conn::wake_at(next_sweep, self.accept_paused_until, self.draining);
             let (want, timeout) = if self.ready.is_empty() {
                 (1, wake_at.saturating_duration_since(now))
             } else {
@@ -519,19 +505,7 @@ impl<'s> Worker<'s> {
         };
         let lend = &mut self.lend;
         let conn = &mut slot.conn;
-        let step = match catch_unwind(AssertUnwindSafe(|| conn.turn(lend, shared, share))) {
-            Ok(step) => step,
-            Err(_) => {
-                Counters::add(&shared.counters.panics, 1);
-                conn.abandon(shared);
-                tracing::error!(peer = %conn.peer, "the transform panicked; connection closed");
-                if self.lend.read.is_empty() {
-                    let limits = &shared.config.limits;
-                    self.lend.read = read_buffer(limits.framing, limits.max_line);
-                }
-                Step::Close(Why::Panicked)
-            }
-        };
+        let step = conn.guarded_turn(lend, shared, share);
         match step {
             Step::Wait => {}
             Step::Yield => self.ready.push_back(k),
