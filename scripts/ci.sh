@@ -21,13 +21,14 @@ step() {
 step "install: thumb targets (RUSTUP_AUTO_INSTALL=0 is set on these machines)"
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf
 
-step "install: qemu-system-arm (the firmware test runs the image under QEMU), systemd's tools (socket activation and unit tests)"
+step "install: qemu-system-arm (the firmware test runs the image under QEMU), systemd's tools (socket activation and unit tests), mingw-w64's gcc (the Windows clippy of the core's benches: criterion's dependency alloca compiles C in its build script)"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 { command -v systemd-socket-activate && command -v systemd-analyze; } >/dev/null || missing+=(systemd)
+command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
 if ((${#missing[@]})); then
   apt-get update
-  apt-get install -y "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
 
