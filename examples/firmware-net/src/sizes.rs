@@ -59,7 +59,8 @@ pub const UDP_PACKETS: usize = 8;
 pub const GUARD_PEERS: usize = 16;
 
 /// The longest Ethernet frame sent or received, without its FCS: 14 bytes of header and a
-/// 1500-byte payload.
-pub const FRAME: usize = 1514;
-/// A received frame as the RX FIFO delivers it: a 2-byte length, the frame, the 4-byte FCS.
-pub const RX_FIFO_FRAME: usize = 2 + FRAME + 4;
+/// 1500-byte payload (the MAC driver's, `lm3s6965::FRAME`).
+pub const FRAME: usize = lm3s6965::FRAME;
+/// A received frame as the RX FIFO delivers it: a 2-byte length, the frame, the 4-byte FCS
+/// (`lm3s6965::FIFO_FRAME`).
+pub const RX_FIFO_FRAME: usize = lm3s6965::FIFO_FRAME;
