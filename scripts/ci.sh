@@ -142,6 +142,17 @@ step "firmware under QEMU: M3 and M0, Unicode and ASCII-only, async, typed line 
 cargo test --manifest-path "$QEMU_TEST" --release -- --test-threads=1
 
 step "network firmware: smoltcp on the Stellaris MAC, and the embassy-net recipe, clippy-clean"
+# The LM3S6965 pieces the images share (examples/lm3s6965: the MAC's register level, the
+# interrupt table, the stack painting, the diagnostic lines): formatted and clippy-clean as
+# each image builds it, the M3 with and without semihosting and the M0 (the UART image's
+# `report` build). Outside the workspace too, so linted here, not by the images' clippy.
+(
+  cd examples/lm3s6965
+  cargo fmt -- --check
+  cargo clippy --target thumbv7m-none-eabi -- -D warnings
+  cargo clippy --target thumbv7m-none-eabi --features semihosting -- -D warnings
+  cargo clippy --target thumbv6m-none-eabi -- -D warnings
+)
 # firmware-net's images: the QEMU ones (default: Unicode and semihosting; ASCII-only; DHCP) and
 # the board ones (no semihosting: nothing but a reset on a fault; defmt over RTT; DHCP), each
 # clippy-clean, and the defmt one linked (-Tdefmt.x).

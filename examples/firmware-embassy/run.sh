@@ -1,32 +1,8 @@
 #!/usr/bin/env bash
-# Boots the QEMU image under QEMU's lm3s6965evb with its Stellaris MAC on QEMU's user network,
-# and forwards host ports into the guest: 127.0.0.1:$UPCASE_NET_TCP (default 65432) to the
-# guest's TCP 65432, and 127.0.0.1:$UPCASE_NET_UDP (default 9876) to its UDP 9876. `cargo run`
-# calls it with the image's path; by hand: ./run.sh target/thumbv7m-none-eabi/release/upcase-firmware-embassy
-#
-# Like `upcase serve`, stdout carries only the ready lines, `listening tcp 127.0.0.1:PORT` and
-# `listening udp 127.0.0.1:PORT`, printed once the guest says it serves (with feature `dhcp`,
-# once it has its lease). The guest's diagnostics (semihosting) go to stderr. QEMU replaces
-# this shell (exec), so the process id that started it is QEMU's own: killing it stops the guest.
+# `cargo run` calls it with the QEMU image's path; it also runs by hand:
+#   ./run.sh target/thumbv7m-none-eabi/release/upcase-firmware-embassy
+# Boots the image under QEMU and prints its ready lines: ../lm3s6965/run.sh, shared with
+# firmware-net, says how (host ports UPCASE_NET_TCP and UPCASE_NET_UDP, guest address
+# UPCASE_NET_GUEST). It execs QEMU, so this process id is QEMU's.
 set -euo pipefail
-image=${1:?usage: run.sh IMAGE}
-tcp=${UPCASE_NET_TCP:-65432}
-udp=${UPCASE_NET_UDP:-9876}
-
-announce() {
-  local line
-  while IFS= read -r line; do
-    printf '%s\n' "$line" >&2
-    if [[ $line == "upcase-firmware-embassy: serving "* ]]; then
-      printf 'listening tcp 127.0.0.1:%s\nlistening udp 127.0.0.1:%s\n' "$tcp" "$udp"
-    fi
-  done
-}
-
-# The forwards listen on 127.0.0.1 only; the guest starts no traffic of its own but, with
-# feature `dhcp`, its DHCP exchange with QEMU's built-in server. (restrict=on is not used: QEMU
-# then drops every UDP datagram the guest sends, replies included.)
-exec qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -display none -monitor none \
-  -serial none -semihosting-config enable=on,target=native \
-  -nic "user,model=stellaris,hostfwd=tcp:127.0.0.1:${tcp}-:65432,hostfwd=udp:127.0.0.1:${udp}-:9876" \
-  -kernel "$image" > >(announce)
+exec "$(dirname "${BASH_SOURCE[0]}")/../lm3s6965/run.sh" upcase-firmware-embassy "$@"

@@ -18,7 +18,7 @@ use upcase_core::{
     Session, Timeouts, Uppercase, asynch,
 };
 
-use crate::diag::Diag;
+use crate::diag::{Diag, Line as _};
 
 /// The lecture's TCP port.
 pub const TCP_PORT: u16 = 65432;
@@ -289,7 +289,7 @@ fn report(c: Counters, end: End) {
     for reason in DropReason::ALL {
         line.field(reason.name(), get(&t.dropped[reason.index()]));
     }
-    line.field("stack_high_water", crate::hw::stack_high_water() as u64)
+    line.field("stack_high_water", lm3s6965::stack_high_water() as u64)
         .end();
 }
 

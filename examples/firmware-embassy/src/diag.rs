@@ -6,7 +6,10 @@
 //! - otherwise nowhere (a QEMU image built without `semihosting`, safe on a chip with no
 //!   debugger attached).
 
-/// A line being built; [`Diag::end`] sends it. Longer lines are cut at 320 bytes.
+pub use lm3s6965::Line;
+
+/// A line being built with `lm3s6965::Line`'s methods; [`Diag::end`] sends it. Longer lines are
+/// cut at 320 bytes.
 pub struct Diag {
     line: [u8; 320],
     len: usize,
@@ -21,56 +24,20 @@ impl Diag {
         }
     }
 
-    /// Appends text (cut at the line's capacity).
-    pub fn text(&mut self, s: &str) -> &mut Self {
-        s.bytes().for_each(|b| self.byte(b));
-        self
+    /// Sends the line to the build's sink.
+    pub fn end(&mut self) {
+        sink(&self.line[..self.len]);
+        self.len = 0;
     }
+}
 
+impl Line for Diag {
+    /// Appends a byte, or drops it once the line is full.
     fn byte(&mut self, b: u8) {
         if let Some(slot) = self.line.get_mut(self.len) {
             *slot = b;
             self.len += 1;
         }
-    }
-
-    /// Appends a number in decimal.
-    pub fn num(&mut self, mut n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        digits[i..].iter().for_each(|&d| self.byte(d));
-        self
-    }
-
-    /// Appends `name=value`, with a leading space.
-    pub fn field(&mut self, name: &str, value: u64) -> &mut Self {
-        self.text(" ").text(name).text("=").num(value)
-    }
-
-    /// Appends an IPv4 address in dotted decimal.
-    pub fn ipv4(&mut self, address: core::net::Ipv4Addr) -> &mut Self {
-        let [a, b, c, d] = address.octets();
-        self.num(a.into())
-            .text(".")
-            .num(b.into())
-            .text(".")
-            .num(c.into())
-            .text(".")
-            .num(d.into())
-    }
-
-    /// Sends the line to the build's sink.
-    pub fn end(&mut self) {
-        sink(&self.line[..self.len]);
-        self.len = 0;
     }
 }
 

@@ -1,147 +1,31 @@
-//! The Stellaris (LM3S6965) Ethernet MAC as an [`embassy_net_driver::Driver`]. Safe code:
-//! register access is in `hw::lm3s6965`.
+//! The Stellaris (LM3S6965) Ethernet MAC as an [`embassy_net_driver::Driver`]: glue over the
+//! shared register-level driver, `lm3s6965::Mac` (`examples/lm3s6965`), which copies each
+//! received frame out of the FIFO once and sends a frame through the other. Safe code.
 //!
-//! The MAC has no DMA. Frames pass through a receive and a transmit FIFO behind one data
-//! register, a 32-bit word at a time, little-endian:
-//! - a received frame starts with a 16-bit length that counts itself, the Ethernet frame and
-//!   its 4-byte FCS, so the frame's first two bytes share a word with it; MACNP counts the
-//!   whole frames waiting, and reading the last word of a frame pops it;
-//! - a frame to send starts with a 16-bit length of the payload after the 14-byte header; the
-//!   MAC pads short frames and appends the FCS, and writing NEWTX to MACTR sends it.
-//!
-//! Each received frame is copied out of the FIFO once, into a buffer of the driver's, and
-//! handed to embassy-net as a slice. The Ethernet interrupt wakes the driver when a frame
-//! arrives; transmitting never waits for an interrupt (QEMU sends a frame as NEWTX is written;
-//! a chip takes at most a frame's time on the wire, which the driver spins out).
+//! The Ethernet interrupt wakes the driver when a frame arrives (`hw::qemu::RX_WAKER`);
+//! transmitting never waits for an interrupt.
 
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
+use lm3s6965::{FIFO_FRAME, FRAME, Mac, TxBuffer};
 
-use crate::hw::lm3s6965::{self as hw, MacReg};
-
-/// The longest Ethernet frame without its FCS: a 14-byte header and a 1500-byte payload.
-pub const FRAME: usize = 1514;
-/// A received frame as the FIFO delivers it: its 2-byte length, the frame, the 4-byte FCS.
-pub const FIFO_FRAME: usize = 2 + FRAME + 4;
-/// The Ethernet header: destination, source, EtherType.
-const HEADER: usize = 14;
-/// The receive FIFO's size in bytes: no frame length above it is real.
-const RX_FIFO_BYTES: usize = 2048;
-
-/// MACRCTL: receiver enable.
-const RCTL_RXEN: u32 = 1 << 0;
-/// MACRCTL: drop frames with a bad FCS.
-const RCTL_BADCRC: u32 = 1 << 3;
-/// MACRCTL: empty the receive FIFO.
-const RCTL_RSTFIFO: u32 = 1 << 4;
-/// MACTCTL: transmitter enable.
-const TCTL_TXEN: u32 = 1 << 0;
-/// MACTCTL: pad frames shorter than 60 bytes.
-const TCTL_PADEN: u32 = 1 << 1;
-/// MACTCTL: append the FCS.
-const TCTL_CRC: u32 = 1 << 2;
-/// MACTCTL: full duplex.
-const TCTL_DUPLEX: u32 = 1 << 3;
-/// MACRIS/MACIM: a frame was received.
-const INT_RX: u32 = 1 << 0;
-/// MACRIS: every interrupt cause.
-const INT_ALL: u32 = 0x7F;
-/// MACTR: send the frame in the transmit FIFO; reads 1 while sending.
-const TR_NEWTX: u32 = 1 << 0;
+use crate::hw::qemu::RX_WAKER;
 
 /// The MAC, with one frame buffer each way.
-pub struct StellarisMac {
-    rx: &'static mut [u8; FIFO_FRAME],
-    tx: &'static mut [u8; FRAME],
-    address: [u8; 6],
-    /// Frames dropped because their length could not be an Ethernet frame's.
-    pub rx_dropped: u32,
-}
+pub struct StellarisMac(Mac);
 
 impl StellarisMac {
-    /// Clocks the MAC, empties its receive FIFO, enables the receiver (dropping bad-FCS
-    /// frames) and the transmitter (padding, FCS, full duplex), and unmasks only the receive
-    /// interrupt in the MAC. The NVIC line is unmasked by `hw::lm3s6965::unmask_ethernet_irq`.
+    /// Sets the MAC up (`lm3s6965::Mac::new`): receiver, transmitter, the receive interrupt in
+    /// the MAC. The NVIC line is unmasked by `hw::qemu::unmask_ethernet_irq`.
     pub fn new(rx: &'static mut [u8; FIFO_FRAME], tx: &'static mut [u8; FRAME]) -> Self {
-        hw::enable_ethernet_clocks();
-        hw::mac_write(MacReg::Im, 0);
-        hw::mac_write(MacReg::Rctl, RCTL_RSTFIFO);
-        hw::mac_write(MacReg::Rctl, RCTL_RXEN | RCTL_BADCRC);
-        hw::mac_write(
-            MacReg::Tctl,
-            TCTL_TXEN | TCTL_PADEN | TCTL_CRC | TCTL_DUPLEX,
-        );
-        hw::mac_write(MacReg::RisIack, INT_ALL);
-        hw::mac_write(MacReg::Im, INT_RX);
-        let [a, b, c, d] = hw::mac_read(MacReg::Ia0).to_le_bytes();
-        let [e, f, _, _] = hw::mac_read(MacReg::Ia1).to_le_bytes();
-        Self {
-            rx,
-            tx,
-            address: [a, b, c, d, e, f],
-            rx_dropped: 0,
-        }
+        Self(Mac::new(rx, tx))
     }
 
     /// The MAC address the board (or QEMU's `-nic ...,mac=`) programmed into MACIA0/1.
     pub fn address(&self) -> [u8; 6] {
-        self.address
+        self.0.address()
     }
-
-    /// Pops the next frame out of the receive FIFO into `self.rx`. Returns the Ethernet
-    /// frame's length (it starts at `self.rx[2]`), or `None` if the frame was dropped.
-    fn pop_frame(&mut self) -> Option<usize> {
-        let first = hw::mac_read(MacReg::Data);
-        let fifo_len = (first & 0xFFFF) as usize;
-        if fifo_len > RX_FIFO_BYTES {
-            // No frame is that long: the FIFO is out of step. Empty it and start again.
-            hw::mac_write(MacReg::Rctl, RCTL_RSTFIFO);
-            hw::mac_write(MacReg::Rctl, RCTL_RXEN | RCTL_BADCRC);
-            self.rx_dropped = self.rx_dropped.wrapping_add(1);
-            return None;
-        }
-        // Every word of the frame is read, kept or not, so the FIFO stays in step.
-        let keep = (2 + HEADER + 4..=FIFO_FRAME).contains(&fifo_len);
-        self.rx[..4].copy_from_slice(&first.to_le_bytes());
-        for at in (4..fifo_len).step_by(4) {
-            let word = hw::mac_read(MacReg::Data).to_le_bytes();
-            if keep {
-                let end = (at + 4).min(FIFO_FRAME);
-                self.rx[at..end].copy_from_slice(&word[..end - at]);
-            }
-        }
-        if keep {
-            Some(fifo_len - 2 - 4)
-        } else {
-            self.rx_dropped = self.rx_dropped.wrapping_add(1);
-            None
-        }
-    }
-}
-
-/// Sends `frame` (header and payload, no FCS) through the transmit FIFO. A frame shorter than
-/// a header or longer than [`FRAME`] is not sent.
-fn send(frame: &[u8]) {
-    let (Some(&[d0, d1]), Some(rest)) = (frame.first_chunk::<2>(), frame.get(2..)) else {
-        return;
-    };
-    if !(HEADER..=FRAME).contains(&frame.len()) {
-        return;
-    }
-    // The FIFO holds one frame: let the previous one go out first.
-    while hw::mac_read(MacReg::Tr) & TR_NEWTX != 0 {}
-    let payload = (frame.len() - HEADER) as u32;
-    hw::mac_write(
-        MacReg::Data,
-        payload | u32::from(d0) << 16 | u32::from(d1) << 24,
-    );
-    for chunk in rest.chunks(4) {
-        let mut word = [0u8; 4];
-        word[..chunk.len()].copy_from_slice(chunk);
-        hw::mac_write(MacReg::Data, u32::from_le_bytes(word));
-    }
-    hw::mac_write(MacReg::Tr, TR_NEWTX);
 }
 
 /// A received frame, already out of the FIFO.
@@ -154,14 +38,11 @@ impl embassy_net_driver::RxToken for RxToken<'_> {
 }
 
 /// Room for one frame; it is sent when the closure returns.
-pub struct TxToken<'a>(&'a mut [u8; FRAME]);
+pub struct TxToken<'a>(TxBuffer<'a>);
 
 impl embassy_net_driver::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let frame = &mut self.0[..len.min(FRAME)];
-        let r = f(frame);
-        send(frame);
-        r
+        self.0.send_with(len, f)
     }
 }
 
@@ -171,17 +52,13 @@ impl embassy_net_driver::Driver for StellarisMac {
 
     fn receive(&mut self, cx: &mut Context) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // Register first, look second: a frame arriving in between still wakes us.
-        hw::RX_WAKER.register(cx.waker());
-        while hw::mac_read(MacReg::Np) != 0 {
-            if let Some(len) = self.pop_frame() {
-                return Some((RxToken(&mut self.rx[2..2 + len]), TxToken(&mut *self.tx)));
-            }
-        }
-        None
+        RX_WAKER.register(cx.waker());
+        let (frame, tx) = self.0.receive()?;
+        Some((RxToken(frame), TxToken(tx)))
     }
 
     fn transmit(&mut self, _cx: &mut Context) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut *self.tx))
+        Some(TxToken(self.0.transmit()))
     }
 
     /// Always up: QEMU's model has no PHY link to lose. (A chip's PHY reports its link in
@@ -197,6 +74,6 @@ impl embassy_net_driver::Driver for StellarisMac {
     }
 
     fn hardware_address(&self) -> HardwareAddress {
-        HardwareAddress::Ethernet(self.address)
+        HardwareAddress::Ethernet(self.0.address())
     }
 }

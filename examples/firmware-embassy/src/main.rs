@@ -2,7 +2,8 @@
 //!
 //! - Under QEMU (the default build, `thumbv7m-none-eabi`): an emulated LM3S6965 (Cortex-M3)
 //!   and its Stellaris Ethernet MAC, through this crate's own `embassy-net-driver` (`mac.rs`)
-//!   and embassy-time driver (`hw/lm3s6965.rs`). `cargo run --release` boots it.
+//!   and embassy-time driver (`hw/qemu.rs`), over the register-level MAC driver
+//!   shared with `examples/firmware-net` (`examples/lm3s6965`). `cargo run --release` boots it.
 //! - On a NUCLEO-F429ZI (feature `board-nucleo-f429zi`, `thumbv7em-none-eabihf`): the
 //!   STM32F429's Ethernet MAC and LAN8742 PHY through embassy-stm32 (`nucleo.rs`).
 //!

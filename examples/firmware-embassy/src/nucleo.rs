@@ -78,7 +78,7 @@ async fn net_task(mut runner: Runner<'static, Device>) -> ! {
 
 #[entry]
 fn main() -> ! {
-    hw::paint_stack();
+    lm3s6965::paint_stack();
     let (stack, runner, key) = bring_up_network();
     hw::run(|spawner| match net_task(runner) {
         Ok(token) => {

@@ -11,8 +11,9 @@ use embassy_net::{Config, Ipv4Cidr, Runner, Stack, StackResources};
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::app;
-use crate::hw::{self, lm3s6965};
-use crate::mac::{FIFO_FRAME, FRAME, StellarisMac};
+use crate::hw::{self, qemu as board};
+use crate::mac::StellarisMac;
+use lm3s6965::{FIFO_FRAME, FRAME};
 
 /// The guest's static address on QEMU's user network (the address its DHCP server hands out).
 const ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -40,19 +41,19 @@ async fn net_task(mut runner: Runner<'static, StellarisMac>) -> ! {
 
 #[entry]
 fn main() -> ! {
-    hw::paint_stack();
+    lm3s6965::paint_stack();
     let Some(core) = cortex_m::Peripherals::take() else {
-        lm3s6965::halt(false)
+        board::halt(false)
     };
     let (stack, runner, seed) = bring_up_network();
-    lm3s6965::start_time(core.SYST);
-    lm3s6965::unmask_ethernet_irq();
+    board::start_time(core.SYST);
+    board::unmask_ethernet_irq();
     hw::run(|spawner| {
-        spawner.spawn(net_task(runner).unwrap_or_else(|_| lm3s6965::halt(false)));
+        spawner.spawn(net_task(runner).unwrap_or_else(|_| board::halt(false)));
         // QEMU has no entropy source: the loop guard's key is derived from the same seed.
         let key = u128::from(seed) << 64 | u128::from(seed.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15);
         if app::spawn(spawner, stack, key).is_err() {
-            lm3s6965::halt(false)
+            board::halt(false)
         }
     })
 }
@@ -85,5 +86,5 @@ fn bring_up_network() -> (Stack<'static>, Runner<'static, StellarisMac>, u64) {
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
-    lm3s6965::halt(false)
+    board::halt(false)
 }

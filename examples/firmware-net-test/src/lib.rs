@@ -2,9 +2,10 @@
 //! it through `run.sh` on free host ports, read its diagnostics as they come, and forge UDP
 //! datagrams on loopback.
 //!
-//! Used by `tests/forged.rs` and `tests/dhcp.rs`. (`tests/net.rs` predates it and keeps its own
-//! copy of the boot code for now.) Bounded in time: every wait has a deadline, a watchdog kills
-//! QEMU after [`TOTAL_LIMIT`], and QEMU is killed when its [`Guest`] is dropped.
+//! Used by every test of `tests/`: `net.rs` boots both images (smoltcp's and embassy's) with
+//! [`Guest::boot_runner`], the others firmware-net's with [`Guest::boot`]. Bounded in time:
+//! every wait has a deadline, a watchdog kills QEMU after [`TOTAL_LIMIT`], and QEMU is killed
+//! when its [`Guest`] is dropped.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -83,12 +84,18 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Boots `image` through `run.sh` on free ports, with `env` added to the runner's
-    /// environment, and waits for its ready lines.
+    /// Boots `image`, a build of firmware-net, through its `run.sh` on free ports, with `env`
+    /// added to the runner's environment, and waits for its ready lines.
     pub fn boot(image: &Path, env: &[(&str, &str)]) -> Guest {
+        Self::boot_runner(&firmware_dir().join("run.sh"), image, env)
+    }
+
+    /// [`boot`](Self::boot) through `runner`, the `run.sh` of the image's own crate (each
+    /// network image's calls `examples/lm3s6965/run.sh` with the image's name).
+    pub fn boot_runner(runner: &Path, image: &Path, env: &[(&str, &str)]) -> Guest {
         for _attempt in 0..5 {
             let (tcp, udp) = (free_port(false), free_port(true));
-            let mut child = Command::new(firmware_dir().join("run.sh"))
+            let mut child = Command::new(runner)
                 .arg(image)
                 .env("UPCASE_NET_TCP", tcp.to_string())
                 .env("UPCASE_NET_UDP", udp.to_string())
@@ -237,6 +244,15 @@ impl Guest {
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         s
+    }
+
+    /// A UDP socket bound to `bind` and connected to the guest's UDP port, with a 5 s read
+    /// timeout.
+    pub fn udp_socket(&self, bind: &str) -> std::io::Result<UdpSocket> {
+        let u = UdpSocket::bind(bind)?;
+        u.connect(("127.0.0.1", self.udp))?;
+        u.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(u)
     }
 
     /// The host address that reaches the guest's UDP port.

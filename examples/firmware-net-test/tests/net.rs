@@ -11,19 +11,21 @@
 //! also booted with feature `dhcp`, against QEMU's DHCP server, and with 2 s timeouts, to see
 //! its idle and write-stall timeouts fire.
 //!
-//! Needs `qemu-system-arm`, the `thumbv7m-none-eabi` target and `python3`. Bounded in time:
-//! every socket operation has a timeout, the boot has a deadline, a watchdog kills QEMU after
-//! [`TOTAL_LIMIT`], and QEMU is killed when the test ends, whether it passes or fails.
+//! Needs `qemu-system-arm`, the `thumbv7m-none-eabi` target and `python3`. Booted by the
+//! crate's harness (`src/lib.rs`), so bounded in time as its [`Guest`] is: every socket
+//! operation has a timeout, the boot has a deadline, a watchdog kills QEMU, and QEMU is killed
+//! when the test ends, whether it passes or fails.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use upcase_firmware_net_test::{Guest, IO_TIMEOUT};
 use upcase_model::{replies, unicode_text, upper};
 
 /// The images' line limit (`sizes::MAX_LINE`, `app::MAX_LINE`).
@@ -34,12 +36,6 @@ const SOCKETS: usize = 4;
 const MAX_DATAGRAM: usize = 1472;
 /// Lines in the pipelined burst.
 const BURST_LINES: usize = 20_000;
-/// Upper bound on any one socket operation.
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
-/// Upper bound on a boot, from spawning QEMU to the ready lines.
-const BOOT_LIMIT: Duration = Duration::from_secs(30);
-/// The watchdog kills QEMU after this long, whatever the test is doing.
-const TOTAL_LIMIT: Duration = Duration::from_secs(120);
 
 /// A firmware image the suite boots: its crate folder under `examples/` (with its `run.sh`),
 /// its binary's name, which also starts its ready line (`NAME: serving ...`), and the cargo
@@ -116,151 +112,11 @@ impl Image {
         std::fs::copy(&built, &copy).expect("copy the image");
         copy
     }
-}
 
-/// A free port: bound to 127.0.0.1:0 and closed again. QEMU may still lose a race for it; then
-/// [`Guest::boot`] tries other ports.
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-}
-
-/// The image running under QEMU, killed on drop.
-struct Guest {
-    child: Child,
-    tcp: u16,
-    udp: u16,
-    /// The guest's diagnostics (the runner's stderr), line by line.
-    log: Arc<Mutex<Vec<String>>>,
-    /// Dropping it stops the watchdog.
-    _watchdog: mpsc::Sender<()>,
-}
-
-impl Guest {
-    /// Boots `path`, a build of `image`, through the image's `run.sh` on free ports and waits
-    /// for its ready lines.
-    fn boot(image: Image, path: &Path) -> Guest {
-        for _attempt in 0..5 {
-            let (tcp, udp) = (free_port(false), free_port(true));
-            let mut child = Command::new(image.crate_dir().join("run.sh"))
-                .arg(path)
-                .env("UPCASE_NET_TCP", tcp.to_string())
-                .env("UPCASE_NET_UDP", udp.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run.sh starts (qemu-system-arm is installed by scripts/ci.sh)");
-            let log = Arc::new(Mutex::new(Vec::new()));
-            let stderr = child.stderr.take().unwrap();
-            let sink = Arc::clone(&log);
-            thread::spawn(move || {
-                for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-                    let Ok(line) = line else { break };
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            let want = [
-                format!("listening tcp 127.0.0.1:{tcp}"),
-                format!("listening udp 127.0.0.1:{udp}"),
-            ];
-            let deadline = Instant::now() + BOOT_LIMIT;
-            let mut seen = Vec::new();
-            let ready = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) => {
-                        seen.push(line);
-                        if seen == want {
-                            break true;
-                        }
-                    }
-                    Err(_) => break false,
-                }
-            };
-            if ready {
-                let (stop, stopped) = mpsc::channel::<()>();
-                let pid = child.id();
-                thread::spawn(move || {
-                    if stopped.recv_timeout(TOTAL_LIMIT) == Err(mpsc::RecvTimeoutError::Timeout) {
-                        eprintln!("watchdog: QEMU still running after {TOTAL_LIMIT:?}: killing it");
-                        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                    }
-                });
-                return Guest {
-                    child,
-                    tcp,
-                    udp,
-                    log,
-                    _watchdog: stop,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            thread::sleep(Duration::from_millis(200));
-            let log = log.lock().unwrap().join("\n");
-            assert!(
-                log.contains("Could not set up host forwarding rule"),
-                "the image did not start serving within {BOOT_LIMIT:?}; stdout {seen:?}; log:\n{log}"
-            );
-            eprintln!("ports {tcp}/{udp} were taken before QEMU bound them: trying others");
-        }
-        panic!("no free port pair in 5 tries");
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.tcp)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        s
-    }
-
-    fn udp_socket(&self, bind: &str) -> std::io::Result<UdpSocket> {
-        let u = UdpSocket::bind(bind)?;
-        u.connect(("127.0.0.1", self.udp))?;
-        u.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(u)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        // run.sh execs QEMU, so this is QEMU's own process id.
-        if let Ok(Some(status)) = self.child.try_wait() {
-            eprintln!(
-                "QEMU exited on its own ({status}); guest log:\n{}",
-                self.log()
-            );
-        } else if thread::panicking() {
-            eprintln!("guest log:\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Boots `path`, a build of this image, through its crate's `run.sh` on free ports and
+    /// waits for its ready lines.
+    fn boot(&self, path: &Path) -> Guest {
+        Guest::boot_runner(&self.crate_dir().join("run.sh"), path, &[])
     }
 }
 
@@ -421,17 +277,9 @@ fn lecture_clients(guest: &Guest) {
     );
 }
 
-/// Waits up to `wait` for a datagram; `None` if none came.
+/// Waits up to `wait` for a datagram on a connected socket; `None` if none came.
 fn recv_within(u: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
-    u.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let got = match u.recv(&mut buf) {
-        Ok(n) => Some(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(e) => panic!("udp recv: {e}"),
-    };
-    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    got
+    upcase_firmware_net_test::recv_within(u, wait).map(|(datagram, _from)| datagram)
 }
 
 /// Returns how many datagrams the loop guard dropped, and whether the low-port check ran.
@@ -538,27 +386,6 @@ fn field(line: &str, name: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
-/// A reason a datagram got no reply, as the images count them in their `closed:` lines.
-#[derive(Debug, Clone, Copy)]
-enum Dropped {
-    Loop,
-    ReplyTooLarge,
-    LowSourcePort,
-    NotSent,
-}
-
-/// The count of datagrams dropped for `why` in a `closed:` line. The embassy image names its
-/// counters by `upcase_core::DropReason::name`; firmware-net still uses its own older names.
-fn dropped(line: &str, why: Dropped) -> Option<u64> {
-    let (core_name, older_name) = match why {
-        Dropped::Loop => ("loop", "echo"),
-        Dropped::ReplyTooLarge => ("reply_too_large", "too_large"),
-        Dropped::LowSourcePort => ("low_source_port", "low_port"),
-        Dropped::NotSent => ("not_sent", "no_room"),
-    };
-    field(line, core_name).or_else(|| field(line, older_name))
-}
-
 /// The largest `stack_high_water=` the guest reported.
 fn stack_high_water(log: &str) -> Option<u64> {
     log.split_whitespace()
@@ -571,7 +398,7 @@ fn stack_high_water(log: &str) -> Option<u64> {
 fn full_suite(image: Image) {
     let path = image.build();
     let started = Instant::now();
-    let guest = Guest::boot(image, &path);
+    let mut guest = image.boot(&path);
     let booted = started.elapsed();
 
     concurrent_clients(&guest, 1);
@@ -593,11 +420,12 @@ fn full_suite(image: Image) {
     );
     // The guest counted each unanswered datagram under its reason.
     let last = log.lines().last().unwrap_or_default();
-    assert_eq!(dropped(last, Dropped::Loop), Some(loop_drops), "{last}");
-    assert_eq!(dropped(last, Dropped::ReplyTooLarge), Some(1), "{last}");
+    // Both images name each counter by `upcase_core::DropReason::name`.
+    assert_eq!(field(last, "loop"), Some(loop_drops), "{last}");
+    assert_eq!(field(last, "reply_too_large"), Some(1), "{last}");
     let low = u64::from(low_port_checked);
-    assert_eq!(dropped(last, Dropped::LowSourcePort), Some(low), "{last}");
-    assert_eq!(dropped(last, Dropped::NotSent), Some(0), "{last}");
+    assert_eq!(field(last, "low_source_port"), Some(low), "{last}");
+    assert_eq!(field(last, "not_sent"), Some(0), "{last}");
     eprintln!(
         "figures ({}): boot to ready {:.1} s; pipelined burst {lines_per_second:.0} lines/s ({:.2} MB/s of requests); \
          stack high-water {} B; total {:.1} s",
@@ -628,7 +456,7 @@ fn embassy_image_serves_tcp_and_udp() {
 #[test]
 fn embassy_dhcp_image_leases_its_address_and_serves() {
     let path = EMBASSY_DHCP.build();
-    let guest = Guest::boot(EMBASSY_DHCP, &path);
+    let mut guest = EMBASSY_DHCP.boot(&path);
     let log = guest.log();
     let serving = log
         .lines()
@@ -654,7 +482,7 @@ fn embassy_dhcp_image_leases_its_address_and_serves() {
 fn embassy_image_closes_idle_and_stalled_connections() {
     let image = EMBASSY_SHORT_TIMEOUTS;
     let path = image.build();
-    let guest = Guest::boot(image, &path);
+    let mut guest = image.boot(&path);
 
     let mut s = guest.connect();
     for _ in 0..8 {

@@ -17,6 +17,8 @@ use upcase_core::{CloseReason, Counters, DropReason};
 
 #[cfg(feature = "defmt")]
 use defmt_rtt as _;
+#[cfg(feature = "semihosting")]
+use lm3s6965::Line as _;
 
 /// Totals since boot.
 #[derive(Default)]
@@ -89,11 +91,11 @@ impl Diag {
         {
             let mut l = semi::Line::new(&mut self.out);
             l.text("upcase-firmware-net: serving tcp ");
-            l.ip(s.address).text(":").num(s.tcp_port.into());
+            l.ipv4(s.address).text(":").num(s.tcp_port.into());
             l.field("sockets", s.sockets as u64);
             l.field("max_line", s.max_line as u64);
             l.text(" udp ")
-                .ip(s.address)
+                .ipv4(s.address)
                 .text(":")
                 .num(s.udp_port.into());
             l.field("max_datagram", s.max_datagram as u64);
@@ -197,26 +199,16 @@ fn reason_name(reason: Option<CloseReason>) -> &'static str {
 
 /// Ends the run: under QEMU with status 0 (`ok`) or 1; on a board, a system reset.
 pub fn exit(ok: bool) -> ! {
-    #[cfg(feature = "semihosting")]
-    {
-        use cortex_m_semihosting::debug;
-        debug::exit(if ok {
-            debug::EXIT_SUCCESS
-        } else {
-            debug::EXIT_FAILURE
-        });
-    }
-    let _ = ok;
+    lm3s6965::exit(ok);
     cortex_m::peripheral::SCB::sys_reset()
 }
 
 #[cfg(feature = "semihosting")]
 mod semi {
-    use core::net::Ipv4Addr;
-
     use cortex_m_semihosting::hio::HostStream;
 
-    /// One line to the host, sent in pieces of up to 128 bytes (one semihosting call each).
+    /// One line to the host, sent in pieces of up to 128 bytes (one semihosting call each);
+    /// built by `lm3s6965::Line`'s methods.
     pub struct Line<'a> {
         out: &'a mut Option<HostStream>,
         buf: [u8; 128],
@@ -239,6 +231,14 @@ mod semi {
             self.len = 0;
         }
 
+        /// Ends the line and sends it.
+        pub fn end(&mut self) {
+            lm3s6965::Line::byte(self, b'\n');
+            self.flush();
+        }
+    }
+
+    impl lm3s6965::Line for Line<'_> {
         fn byte(&mut self, b: u8) {
             if self.len == self.buf.len() {
                 self.flush();
@@ -247,56 +247,6 @@ mod semi {
                 *slot = b;
                 self.len += 1;
             }
-        }
-
-        /// Appends text.
-        pub fn text(&mut self, s: &str) -> &mut Self {
-            for &b in s.as_bytes() {
-                self.byte(b);
-            }
-            self
-        }
-
-        /// Appends a number in decimal.
-        pub fn num(&mut self, mut n: u64) -> &mut Self {
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            while i > 0 {
-                i -= 1;
-                if let Some(d) = digits.get_mut(i) {
-                    *d = b'0' + (n % 10) as u8;
-                }
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            for &d in digits.get(i..).unwrap_or_default() {
-                self.byte(d);
-            }
-            self
-        }
-
-        /// Appends an IPv4 address in dotted decimal.
-        pub fn ip(&mut self, ip: Ipv4Addr) -> &mut Self {
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    self.byte(b'.');
-                }
-                self.num(octet.into());
-            }
-            self
-        }
-
-        /// Appends `name=value`, with a leading space.
-        pub fn field(&mut self, name: &str, value: u64) -> &mut Self {
-            self.text(" ").text(name).text("=").num(value)
-        }
-
-        /// Ends the line and sends it.
-        pub fn end(&mut self) {
-            self.byte(b'\n');
-            self.flush();
         }
     }
 }

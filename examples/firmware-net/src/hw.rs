@@ -1,6 +1,7 @@
-//! Every `unsafe` of the image lives here: the Ethernet MAC's registers, the clock gate, the
-//! interrupt table and its Ethernet handler, the static buffers, and the stack painting. Each
-//! item outside this file is safe to call.
+//! Every `unsafe` of the image lives here: the interrupt table and its Ethernet handler, the
+//! tickless SysTick clock, and the static buffers. The MAC's registers, the clock gates and the
+//! stack painting are the shared `lm3s6965` crate's (`examples/lm3s6965`), whose `unsafe` is
+//! confined there the same way. Each item outside this file is safe to call.
 
 use core::cell::Cell;
 use core::ptr;
@@ -11,87 +12,18 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::{SCB, SYST};
 use cortex_m_rt::exception;
 
+use lm3s6965::{Interrupt, Vector};
+
 use crate::sizes;
 
 // ---------------------------------------------------------------------------------------------
-// The Ethernet MAC of the LM3S6965 (datasheet chapter "Ethernet Controller"; QEMU models it in
-// hw/net/stellaris_enet.c).
-
-/// Base of the MAC's register block.
-const MAC: usize = 0x4004_8000;
-
-/// The MAC registers this driver uses, by offset from [`MAC`].
-#[derive(Clone, Copy)]
-#[repr(usize)]
-pub enum MacReg {
-    /// MACRIS on read (raw interrupt status), MACIACK on write (acknowledge those bits).
-    RisIack = 0x00,
-    /// MACIM: interrupt mask.
-    Im = 0x04,
-    /// MACRCTL: receive control.
-    Rctl = 0x08,
-    /// MACTCTL: transmit control.
-    Tctl = 0x0C,
-    /// MACDATA: a read pops one word of the RX FIFO, a write pushes one word onto the TX FIFO.
-    Data = 0x10,
-    /// MACIA0: MAC address bytes 0..4, little-endian.
-    Ia0 = 0x14,
-    /// MACIA1: MAC address bytes 4..6.
-    Ia1 = 0x18,
-    /// MACNP: number of whole frames in the RX FIFO.
-    Np = 0x34,
-    /// MACTR: bit 0 (NEWTX) starts sending the frame in the TX FIFO; it reads 1 until sent.
-    Tr = 0x38,
-}
-
-/// Reads a MAC register.
-pub fn mac_read(reg: MacReg) -> u32 {
-    // SAFETY: `MAC + reg` is one of the MAC's 32-bit registers, always mapped on this chip once
-    // its clock is on (QEMU maps it unconditionally). Reading MACDATA pops the RX FIFO, which
-    // is a hardware effect, not a memory one: the driver reads it only while a frame is there.
-    unsafe { ptr::read_volatile((MAC + reg as usize) as *const u32) }
-}
-
-/// Writes a MAC register.
-pub fn mac_write(reg: MacReg, value: u32) {
-    // SAFETY: as in `mac_read`: a mapped 32-bit device register that no Rust object aliases.
-    unsafe { ptr::write_volatile((MAC + reg as usize) as *mut u32, value) }
-}
-
-/// RCGC2, the run-mode clock gates of the EMAC and its PHY.
-const RCGC2: usize = 0x400F_E108;
-/// RCGC2: EMAC0 and EPHY0.
-const RCGC2_EMAC_EPHY: u32 = (1 << 28) | (1 << 30);
-
-/// Turns on the clocks of the Ethernet MAC and PHY (QEMU does not gate them, a chip does).
-pub fn enable_ethernet_clocks() {
-    // SAFETY: RCGC2 is a mapped 32-bit system-control register; setting the two clock-gate
-    // bits only powers the Ethernet blocks. Nothing else touches RCGC2 concurrently: this runs
-    // once, at boot, before interrupts are enabled.
-    unsafe {
-        let v = ptr::read_volatile(RCGC2 as *const u32);
-        ptr::write_volatile(RCGC2 as *mut u32, v | RCGC2_EMAC_EPHY);
-    }
-}
-
-/// The Ethernet controller's interrupt line on the LM3S6965.
-const ETHERNET_IRQ: u16 = 42;
-
-#[derive(Clone, Copy)]
-struct Irq(u16);
-
-// SAFETY: the number is a valid external interrupt line of this chip (below the 43 entries of
-// `__INTERRUPTS`), which is all `InterruptNumber` requires.
-unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
-    fn number(self) -> u16 {
-        self.0
-    }
-}
+// The interrupt table (the MAC's registers, the clock gates and the interrupt numbers are the
+// shared `lm3s6965` crate's).
 
 /// Ethernet interrupt: acknowledges every cause, so the line drops. Its only job is to end a
 /// `wfi`; the main loop then looks at MACNP itself.
 unsafe extern "C" fn ethernet_irq() {
-    mac_write(MacReg::RisIack, 0x7F);
+    lm3s6965::acknowledge_interrupts();
 }
 
 /// Any other interrupt: none is enabled, so one arriving is a fault. End the run.
@@ -104,11 +36,8 @@ unsafe extern "C" fn default_irq() {
 #[unsafe(link_section = ".vector_table.interrupts")]
 #[unsafe(no_mangle)]
 #[used]
-pub static __INTERRUPTS: [unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1] = {
-    let mut table = [default_irq as unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1];
-    table[ETHERNET_IRQ as usize] = ethernet_irq;
-    table
-};
+pub static __INTERRUPTS: [Vector; lm3s6965::VECTORS] =
+    lm3s6965::vectors(default_irq, &[(Interrupt::Ethernet, ethernet_irq)]);
 
 // ---------------------------------------------------------------------------------------------
 // Time: SysTick as a tickless clock. The counter runs down from its reload value; each time it
@@ -117,11 +46,8 @@ pub static __INTERRUPTS: [unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1] = {
 // until the wake-up (at most 2^24 cycles, 1.34 s), so the core wakes once per deadline, not
 // every millisecond.
 
-/// QEMU's lm3s6965evb runs the core at 12.5 MHz out of reset (200 MHz / (SYSDIV + 1), with the
-/// reset value of RCC); a real chip out of reset runs on its 12 MHz ±30 % internal oscillator.
-pub const SYSCLK_HZ: u32 = 12_500_000;
 /// Core cycles per millisecond.
-const CYCLES_PER_MS: u64 = SYSCLK_HZ as u64 / 1000;
+const CYCLES_PER_MS: u64 = lm3s6965::SYSCLK_HZ as u64 / 1000;
 /// The longest SysTick period: its reload register has 24 bits.
 const MAX_PERIOD: u32 = 1 << 24;
 /// The shortest sleep: one millisecond. A deadline closer than that is waited for awake.
@@ -281,7 +207,7 @@ pub fn start(mut syst: SYST) -> Timer {
     cortex_m::interrupt::free(|cs| timer.restart(cs, 0, MAX_PERIOD));
     // SAFETY: unmasking can break a critical section that relies on this line being masked;
     // there is none: the handler only acknowledges the MAC's interrupt causes.
-    unsafe { cortex_m::peripheral::NVIC::unmask(Irq(ETHERNET_IRQ)) };
+    unsafe { cortex_m::peripheral::NVIC::unmask(Interrupt::Ethernet) };
     timer
 }
 
@@ -346,56 +272,4 @@ pub fn take_buffers() -> Option<Buffers> {
             frame_tx: &mut *ptr::addr_of_mut!(FRAME_TX),
         })
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Stack high-water mark.
-
-/// The word painted over the free stack at boot.
-const PAINT: u32 = 0xDEAD_BEEF;
-
-unsafe extern "C" {
-    /// Lowest address of the stack region (cortex-m-rt's `link.x`).
-    static _stack_end: u32;
-    /// Initial stack pointer: the top of the stack region.
-    static _stack_start: u32;
-}
-
-fn stack_bounds() -> (usize, usize) {
-    (
-        ptr::addr_of!(_stack_end) as usize,
-        ptr::addr_of!(_stack_start) as usize,
-    )
-}
-
-/// Paints the unused stack, from its lowest address up to 64 bytes below the current stack
-/// pointer, so [`stack_high_water`] can tell later how deep the stack went.
-#[inline(never)]
-pub fn paint_stack() {
-    let (bottom, _) = stack_bounds();
-    let sp = cortex_m::register::msp::read() as usize;
-    let mut p = bottom;
-    while p + 4 <= sp.saturating_sub(64) {
-        // SAFETY: [bottom, sp - 64) is stack memory below the live frames: nothing uses it yet,
-        // and it is word-aligned (cortex-m-rt aligns _stack_end to 4).
-        unsafe { ptr::write_volatile(p as *mut u32, PAINT) };
-        p += 4;
-    }
-}
-
-/// The stack in use now, in bytes: from the top of the stack to the stack pointer.
-pub fn stack_depth() -> usize {
-    stack_bounds().1 - cortex_m::register::msp::read() as usize
-}
-
-/// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
-/// the lowest word that no longer holds the paint.
-pub fn stack_high_water() -> usize {
-    let (bottom, top) = stack_bounds();
-    let mut p = bottom;
-    // SAFETY: every address in [bottom, top) is mapped, word-aligned RAM of the stack region.
-    while p < top && unsafe { ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    top - p
 }

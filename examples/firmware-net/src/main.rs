@@ -109,7 +109,7 @@ fn device_key(mac: [u8; 6]) -> u128 {
 
 #[entry]
 fn main() -> ! {
-    hw::paint_stack();
+    lm3s6965::paint_stack();
     let (Some(buf), Some(core)) = (hw::take_buffers(), cortex_m::Peripherals::take()) else {
         diag::exit(false)
     };
@@ -179,7 +179,7 @@ fn main() -> ! {
                     max_line: sizes::MAX_LINE,
                     udp_port: UDP_PORT,
                     max_datagram: sizes::MAX_DATAGRAM,
-                    stack_frame: hw::stack_depth(),
+                    stack_frame: lm3s6965::stack_depth(),
                 }),
                 None => diag.deconfigured(),
             }
@@ -197,7 +197,7 @@ fn main() -> ! {
                     totals.overlong += u64::from(c.overlong);
                     totals.clock_steps_back = timer.steps_back();
                     let reason = slot.session.close_reason();
-                    diag.closed(now, reason, &c, &totals, hw::stack_high_water());
+                    diag.closed(now, reason, &c, &totals, lm3s6965::stack_high_water());
                 }
                 slot.renew();
                 busy |= socket.listen(TCP_PORT).is_ok();

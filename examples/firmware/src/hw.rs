@@ -1,6 +1,7 @@
 //! Every `unsafe` of the image lives here: the UART0 registers, the static session, the
-//! image's own `memcpy`, the interrupt table, (with `report`) the stack painting, and (with
-//! `no-panic`) the undefined function the panic handler calls.
+//! image's own `memcpy`, the interrupt table, and (with `no-panic`) the undefined function the
+//! panic handler calls. (With `report`, the stack painting is the shared `lm3s6965` crate's,
+//! whose `unsafe` is confined there the same way.)
 
 use core::convert::Infallible;
 use core::ptr;
@@ -106,55 +107,6 @@ impl embedded_io::Write for Uart {
     fn flush(&mut self) -> Result<(), Infallible> {
         Ok(())
     }
-}
-
-/// The word painted over the free stack at boot.
-#[cfg(feature = "report")]
-const PAINT: u32 = 0xDEAD_BEEF;
-
-#[cfg(feature = "report")]
-unsafe extern "C" {
-    /// Lowest address of the stack region (cortex-m-rt's `link.x`).
-    static _stack_end: u32;
-    /// Initial stack pointer: the top of the stack region.
-    static _stack_start: u32;
-}
-
-#[cfg(feature = "report")]
-fn stack_bounds() -> (usize, usize) {
-    (
-        ptr::addr_of!(_stack_end) as usize,
-        ptr::addr_of!(_stack_start) as usize,
-    )
-}
-
-/// Paints the unused stack, from its lowest address up to 64 bytes below the current stack
-/// pointer, so [`stack_high_water`] can tell later how deep the stack went.
-#[cfg(feature = "report")]
-#[inline(never)]
-pub fn paint_stack() {
-    let (bottom, _) = stack_bounds();
-    let sp = cortex_m::register::msp::read() as usize;
-    let mut p = bottom;
-    while p + 4 <= sp.saturating_sub(64) {
-        // SAFETY: [bottom, sp - 64) is stack memory below the live frames: nothing uses it yet,
-        // and it is word-aligned (cortex-m-rt aligns _stack_end to 4).
-        unsafe { ptr::write_volatile(p as *mut u32, PAINT) };
-        p += 4;
-    }
-}
-
-/// The most stack ever used since [`paint_stack`], in bytes: from the top of the stack down to
-/// the lowest word that no longer holds the paint.
-#[cfg(feature = "report")]
-pub fn stack_high_water() -> usize {
-    let (bottom, top) = stack_bounds();
-    let mut p = bottom;
-    // SAFETY: every address in [bottom, top) is mapped, word-aligned RAM of the stack region.
-    while p < top && unsafe { ptr::read_volatile(p as *const u32) } == PAINT {
-        p += 4;
-    }
-    top - p
 }
 
 /// Line storage: the longest line plus one byte (see `LineFramer`).

@@ -24,7 +24,7 @@ use defmt_rtt as _;
 #[entry]
 fn main() -> ! {
     #[cfg(feature = "report")]
-    hw::paint_stack();
+    lm3s6965::paint_stack();
     // Called once, so the state is always there.
     let Some(hw::State { session, staging }) = hw::take_state() else {
         exit(false)
@@ -44,7 +44,7 @@ fn main() -> ! {
         counters.bytes_out,
         counters.lines,
         counters.overlong,
-        hw::stack_high_water()
+        lm3s6965::stack_high_water()
     );
     let _ = counters;
     exit(true)

@@ -1,6 +1,7 @@
-//! The emulated LM3S6965 (QEMU `lm3s6965evb`): the Ethernet MAC's registers, its clock gate,
-//! the interrupt table with the Ethernet and timer handlers, and embassy-time's driver on
-//! SysTick and general-purpose timer 0.
+//! The emulated LM3S6965 (QEMU `lm3s6965evb`): the interrupt table with the Ethernet and timer
+//! handlers, and embassy-time's driver on SysTick and general-purpose timer 0. The MAC's
+//! registers, the clock gates and the interrupt numbers are the shared `lm3s6965` crate's
+//! (`examples/lm3s6965`).
 
 use core::cell::{Cell, RefCell};
 use core::ptr;
@@ -11,94 +12,20 @@ use cortex_m_rt::exception;
 use critical_section::Mutex;
 use embassy_sync::waitqueue::AtomicWaker;
 use embassy_time_queue_utils::Queue;
+use lm3s6965::{Interrupt, Vector};
 
 // ---------------------------------------------------------------------------------------------
-// The Ethernet MAC (datasheet chapter "Ethernet Controller"; QEMU's model is
-// hw/net/stellaris_enet.c).
-
-/// Base address of the MAC's register block.
-const MAC_BASE: usize = 0x4004_8000;
-
-/// The MAC registers the driver uses, by offset from [`MAC_BASE`].
-#[derive(Clone, Copy, Debug)]
-#[repr(usize)]
-pub enum MacReg {
-    /// MACRIS when read (raw interrupt status), MACIACK when written (acknowledge those bits).
-    RisIack = 0x00,
-    /// MACIM: interrupt mask, 1 = enabled.
-    Im = 0x04,
-    /// MACRCTL: receive control.
-    Rctl = 0x08,
-    /// MACTCTL: transmit control.
-    Tctl = 0x0C,
-    /// MACDATA: each read pops a word of the receive FIFO, each write pushes one onto the
-    /// transmit FIFO.
-    Data = 0x10,
-    /// MACIA0: bytes 0 to 3 of the MAC address, little-endian.
-    Ia0 = 0x14,
-    /// MACIA1: bytes 4 and 5 of the MAC address.
-    Ia1 = 0x18,
-    /// MACNP: how many whole frames wait in the receive FIFO.
-    Np = 0x34,
-    /// MACTR: writing bit 0 (NEWTX) sends the frame in the transmit FIFO; it reads 1 until the
-    /// frame has gone.
-    Tr = 0x38,
-}
-
-/// Reads a MAC register.
-pub fn mac_read(reg: MacReg) -> u32 {
-    // SAFETY: MAC_BASE + reg is one of the MAC's 32-bit registers, mapped on this chip (QEMU
-    // maps it unconditionally; a chip needs the clock gate of `enable_ethernet_clocks`). A read
-    // of MACDATA pops the FIFO: a device effect, not a memory one, and the driver reads it only
-    // while MACNP says a frame is there.
-    unsafe { ptr::read_volatile((MAC_BASE + reg as usize) as *const u32) }
-}
-
-/// Writes a MAC register.
-pub fn mac_write(reg: MacReg, value: u32) {
-    // SAFETY: as in `mac_read`: a mapped 32-bit device register that no Rust object aliases.
-    unsafe { ptr::write_volatile((MAC_BASE + reg as usize) as *mut u32, value) }
-}
-
-/// RCGC2: run-mode clock gating control 2, in the system control block.
-const RCGC2: usize = 0x400F_E108;
-/// RCGC2 bits of the Ethernet MAC (EMAC0, bit 28) and its PHY (EPHY0, bit 30).
-const RCGC2_ETHERNET: u32 = (1 << 28) | (1 << 30);
-
-/// Powers the Ethernet MAC and PHY (QEMU does not gate clocks; a chip does). Call once, at
-/// boot, before the MAC is touched.
-pub fn enable_ethernet_clocks() {
-    // SAFETY: RCGC2 is a mapped 32-bit system-control register; setting two gate bits only
-    // clocks the Ethernet blocks. It runs once at boot, before any interrupt is unmasked, so
-    // nothing else reads or writes RCGC2 meanwhile.
-    unsafe {
-        let gates = ptr::read_volatile(RCGC2 as *const u32);
-        ptr::write_volatile(RCGC2 as *mut u32, gates | RCGC2_ETHERNET);
-    }
-}
+// The Ethernet interrupt (the MAC's registers, the clock gates and the interrupt numbers are
+// the shared `lm3s6965` crate's).
 
 /// Woken by the Ethernet interrupt: the driver's `receive` registers its waker here before it
 /// looks at MACNP, so a frame that arrives after the look still wakes it.
 pub static RX_WAKER: AtomicWaker = AtomicWaker::new();
 
-/// The Ethernet controller's interrupt line on the LM3S6965.
-const ETHERNET_IRQ: u16 = 42;
-
-#[derive(Clone, Copy)]
-struct Irq(u16);
-
-// SAFETY: the number is an external interrupt line of this chip, within the 43 entries of
-// `__INTERRUPTS`, which is all `InterruptNumber` asks.
-unsafe impl cortex_m::interrupt::InterruptNumber for Irq {
-    fn number(self) -> u16 {
-        self.0
-    }
-}
-
 /// The Ethernet interrupt: acknowledges every cause, so the line drops, and wakes the driver.
 /// The driver then reads MACNP itself.
 unsafe extern "C" fn ethernet_irq() {
-    mac_write(MacReg::RisIack, 0x7F);
+    lm3s6965::acknowledge_interrupts();
     RX_WAKER.wake();
 }
 
@@ -112,19 +39,20 @@ unsafe extern "C" fn unexpected_irq() {
 #[unsafe(link_section = ".vector_table.interrupts")]
 #[unsafe(no_mangle)]
 #[used]
-pub static __INTERRUPTS: [unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1] = {
-    let mut table = [unexpected_irq as unsafe extern "C" fn(); ETHERNET_IRQ as usize + 1];
-    table[TIMER0A_IRQ as usize] = timer0a_irq;
-    table[ETHERNET_IRQ as usize] = ethernet_irq;
-    table
-};
+pub static __INTERRUPTS: [Vector; lm3s6965::VECTORS] = lm3s6965::vectors(
+    unexpected_irq,
+    &[
+        (Interrupt::Timer0A, timer0a_irq),
+        (Interrupt::Ethernet, ethernet_irq),
+    ],
+);
 
 /// Unmasks the Ethernet interrupt. Call once, after the MAC is set up.
 pub fn unmask_ethernet_irq() {
     // SAFETY: unmasking can break a critical section that relies on the line being masked;
     // there is none: the handler only acknowledges the MAC and wakes a waker, both of which
     // are safe at any time.
-    unsafe { cortex_m::peripheral::NVIC::unmask(Irq(ETHERNET_IRQ)) };
+    unsafe { cortex_m::peripheral::NVIC::unmask(Interrupt::Ethernet) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,9 +60,8 @@ pub fn unmask_ethernet_irq() {
 // general-purpose timer 0A fires once at the next alarm. So an idle guest wakes when a timer is
 // due, and otherwise only when SysTick wraps (every 2^24 cycles, 1.34 s): not every tick.
 
-/// QEMU's lm3s6965evb runs the core at 12.5 MHz out of reset; a real chip out of reset runs on
-/// its 12 MHz ±30 % internal oscillator, and would set up its PLL first.
-pub const SYSCLK_HZ: u64 = 12_500_000;
+/// The core clock (`lm3s6965::SYSCLK_HZ`: QEMU's 12.5 MHz out of reset).
+const SYSCLK_HZ: u64 = lm3s6965::SYSCLK_HZ as u64;
 
 /// Cycles per SysTick wrap: it counts down from 2^24 - 1 to 0, and then wraps.
 const WRAP: u64 = 1 << 24;
@@ -180,12 +107,6 @@ fn timer_write(reg: TimerReg, value: u32) {
     // same single owner: the driver.
     unsafe { ptr::write_volatile((GPTM0 + reg as usize) as *mut u32, value) }
 }
-
-/// RCGC1: run-mode clock gating control 1; bit 16 clocks timer 0.
-const RCGC1: usize = 0x400F_E104;
-const RCGC1_TIMER0: u32 = 1 << 16;
-/// Timer 0A's interrupt line on the LM3S6965.
-const TIMER0A_IRQ: u16 = 19;
 
 /// The time driver: SysTick's wraps, and embassy's timer queue.
 struct TicklessDriver {
@@ -295,13 +216,7 @@ unsafe extern "C" fn timer0a_irq() {
 /// Starts embassy-time: SysTick free-running over 2^24 cycles, and timer 0A as a one-shot
 /// 32-bit alarm with its interrupt. Before it, time stands at 0. Call once, at boot.
 pub fn start_time(mut syst: cortex_m::peripheral::SYST) {
-    // SAFETY: RCGC1 is a mapped 32-bit system-control register; setting one gate bit only
-    // clocks timer 0. It runs once at boot, before any interrupt is unmasked, so nothing else
-    // reads or writes RCGC1 meanwhile.
-    unsafe {
-        let gates = ptr::read_volatile(RCGC1 as *const u32);
-        ptr::write_volatile(RCGC1 as *mut u32, gates | RCGC1_TIMER0);
-    }
+    lm3s6965::enable_timer0_clock();
     timer_write(TimerReg::Ctl, 0);
     timer_write(TimerReg::Cfg, 0);
     timer_write(TimerReg::Tamr, 1);
@@ -318,7 +233,7 @@ pub fn start_time(mut syst: cortex_m::peripheral::SYST) {
     critical_section::with(|cs| DRIVER.started.borrow(cs).set(true));
     // SAFETY: unmasking can break a critical section that relies on this line being masked;
     // there is none: the handler takes its own critical section.
-    unsafe { cortex_m::peripheral::NVIC::unmask(Irq(TIMER0A_IRQ)) };
+    unsafe { cortex_m::peripheral::NVIC::unmask(Interrupt::Timer0A) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,16 +242,7 @@ pub fn start_time(mut syst: cortex_m::peripheral::SYST) {
 /// Ends the QEMU run with status 0 (`ok`) or 1 over semihosting (feature `semihosting`), else
 /// stops the core in a sleep loop, which is what happens on a board without a debugger.
 pub fn halt(ok: bool) -> ! {
-    #[cfg(feature = "semihosting")]
-    {
-        use cortex_m_semihosting::debug;
-        debug::exit(if ok {
-            debug::EXIT_SUCCESS
-        } else {
-            debug::EXIT_FAILURE
-        });
-    }
-    let _ = ok;
+    lm3s6965::exit(ok);
     loop {
         cortex_m::asm::wfi();
     }
