@@ -113,7 +113,8 @@ impl Timeouts {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum CloseReason {
     /// The peer ended its input, and every reply was produced.
-    Eof,
+    // From 1, so that `Option<CloseReason>`'s `None` is a zero byte (see `At`).
+    Eof = 1,
     /// A graceful shutdown ([`Session::handle_shutdown`]).
     Shutdown,
     /// The peer sent nothing for the idle timeout.
@@ -162,6 +163,24 @@ pub enum Closing {
 
 /// A deadline that never comes.
 const NEVER: u64 = u64::MAX;
+
+/// A time in ms, or [`NEVER`], as the session keeps it: bit-inverted, so that `NEVER` is all
+/// zero bits. A new session is then zero bytes but for its configuration, and a firmware's
+/// `static` session lands in `.bss` (zeroed at reset) instead of `.data` (a copy in flash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct At(u64);
+
+impl At {
+    const NEVER: Self = Self(0);
+
+    const fn new(ms: u64) -> Self {
+        Self(!ms)
+    }
+
+    const fn ms(self) -> u64 {
+        !self.0
+    }
+}
 
 /// What the session is writing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,15 +386,15 @@ pub struct Session<B, T> {
     counters: Counters,
     timeouts: Timeouts,
     /// The last time the driver gave; `NEVER` before the first.
-    now: u64,
+    now: At,
     /// When input last arrived (the idle clock).
-    last_recv: u64,
+    last_recv: At,
     /// Since when the transport has taken nothing; `NEVER` while it takes.
-    blocked_since: u64,
+    blocked_since: At,
     /// The driver's hard deadline ([`Session::set_deadline`]).
-    deadline: u64,
+    deadline: At,
     /// The end of the linger phase.
-    linger_until: u64,
+    linger_until: At,
     /// Reply bytes produced and not yet reported taken by the transport.
     unsent: usize,
     /// Reply bytes produced in all (never reset, unlike the counters).
@@ -412,11 +431,11 @@ impl<B, T> Session<B, T> {
             end: None,
             counters: Counters::ZERO,
             timeouts: Timeouts::NONE,
-            now: NEVER,
-            last_recv: NEVER,
-            blocked_since: NEVER,
-            deadline: NEVER,
-            linger_until: NEVER,
+            now: At::NEVER,
+            last_recv: At::NEVER,
+            blocked_since: At::NEVER,
+            deadline: At::NEVER,
+            linger_until: At::NEVER,
             unsent: 0,
             produced: 0,
             out_at_end: 0,
@@ -496,10 +515,12 @@ impl<B, T> Session<B, T> {
             self.phase = Phase::Closed;
         } else {
             self.phase = Phase::Linger;
-            self.linger_until = self
-                .now
-                .saturating_add(u64::from(self.timeouts.linger_ms))
-                .min(self.deadline);
+            self.linger_until = At::new(
+                self.now
+                    .ms()
+                    .saturating_add(u64::from(self.timeouts.linger_ms))
+                    .min(self.deadline.ms()),
+            );
         }
     }
 
@@ -508,18 +529,18 @@ impl<B, T> Session<B, T> {
     pub fn poll_timeout(&self) -> Option<u64> {
         let at = match self.phase {
             Phase::Closed => return None,
-            Phase::Linger => self.linger_until,
+            Phase::Linger => self.linger_until.ms(),
             _ => self.stall_deadline().min(self.idle_deadline()),
         };
-        let at = at.min(self.deadline);
+        let at = at.min(self.deadline.ms());
         (at != NEVER).then_some(at)
     }
 
     /// Closes the connection by `at_ms` at the latest, whatever is still unsent ([`Closing`]
     /// becomes `Close`): a graceful shutdown's drain deadline. `None` removes it.
     pub fn set_deadline(&mut self, at_ms: Option<u64>) {
-        self.deadline = at_ms.unwrap_or(NEVER);
-        self.linger_until = self.linger_until.min(self.deadline);
+        self.deadline = At::new(at_ms.unwrap_or(NEVER));
+        self.linger_until = At::new(self.linger_until.ms().min(self.deadline.ms()));
     }
 
     /// The transport took `n` more bytes of the output: progress, which stops the write-stall
@@ -527,14 +548,14 @@ impl<B, T> Session<B, T> {
     pub fn handle_sent(&mut self, n: usize) {
         self.unsent = self.unsent.saturating_sub(n);
         if n > 0 {
-            self.blocked_since = NEVER;
+            self.blocked_since = At::NEVER;
         }
     }
 
     /// The transport takes nothing now while output waits: starts the write-stall timer, if
     /// it does not already run. Any [`handle_sent`](Self::handle_sent) of a byte stops it.
     pub fn handle_blocked(&mut self) {
-        if self.blocked_since == NEVER && self.now != NEVER {
+        if self.blocked_since == At::NEVER && self.now != At::NEVER {
             self.blocked_since = self.now;
         }
     }
@@ -550,13 +571,14 @@ impl<B, T> Session<B, T> {
 
     fn stall_deadline(&self) -> u64 {
         let on = self.timeouts.write_stall_ms != 0
-            && self.blocked_since != NEVER
+            && self.blocked_since != At::NEVER
             && matches!(
                 self.phase,
                 Phase::Open | Phase::Ending | Phase::Tail | Phase::Done
             );
         if on && !self.drop_output {
             self.blocked_since
+                .ms()
                 .saturating_add(u64::from(self.timeouts.write_stall_ms))
         } else {
             NEVER
@@ -566,10 +588,11 @@ impl<B, T> Session<B, T> {
     fn idle_deadline(&self) -> u64 {
         let on = self.timeouts.idle_ms != 0
             && self.phase == Phase::Open
-            && self.blocked_since == NEVER
-            && self.last_recv != NEVER;
+            && self.blocked_since == At::NEVER
+            && self.last_recv != At::NEVER;
         if on {
             self.last_recv
+                .ms()
                 .saturating_add(u64::from(self.timeouts.idle_ms))
         } else {
             NEVER
@@ -602,14 +625,14 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T> Session<B, T> {
     /// and the [`deadline`](Self::set_deadline) (closed). Call it at the start of each turn and
     /// when [`poll_timeout`](Self::poll_timeout) has passed; time never goes back.
     pub fn handle_time(&mut self, now_ms: u64) {
-        self.now = now_ms;
-        if self.last_recv == NEVER {
-            self.last_recv = now_ms; // the idle clock starts with the first time given
+        self.now = At::new(now_ms);
+        if self.last_recv == At::NEVER {
+            self.last_recv = At::new(now_ms); // the idle clock starts with the first time given
         }
         if self.phase == Phase::Closed {
             return;
         }
-        if now_ms >= self.deadline {
+        if now_ms >= self.deadline.ms() {
             self.close_now(CloseReason::Deadline);
             return;
         }
@@ -620,14 +643,14 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, T> Session<B, T> {
             self.job = Job::Idle;
             self.phase = Phase::Done;
             self.drop_output = true;
-            self.blocked_since = NEVER;
+            self.blocked_since = At::NEVER;
             self.clear_input();
             return;
         }
         if now_ms >= self.idle_deadline() {
             self.end_input(CloseReason::IdleTimeout);
         }
-        if self.phase == Phase::Linger && now_ms >= self.linger_until {
+        if self.phase == Phase::Linger && now_ms >= self.linger_until.ms() {
             self.phase = Phase::Closed;
         }
     }
