@@ -204,6 +204,17 @@ pub(crate) fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStat
     }
 }
 
+/// Starts `cmd` with `RUST_LOG` set to `rust_log`, stdin from /dev/null, and stdout and stderr
+/// piped for the caller to read. Panics, naming the command, if it cannot start.
+pub(crate) fn spawn_piped(cmd: &mut Command, rust_log: &str) -> Child {
+    cmd.env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
 /// A running server. Killed by PID on drop; its stderr is printed when a test fails.
 pub(crate) struct ServerProc {
     child: Child,
@@ -245,13 +256,7 @@ impl ServerProc {
     }
 
     fn spawn(mut cmd: Command, args: &[&str], read_stderr: bool) -> Self {
-        let mut child = cmd
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start upcase serve");
+        let mut child = spawn_piped(&mut cmd, "debug");
         let err = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = if read_stderr {
