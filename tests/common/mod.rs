@@ -1,7 +1,7 @@
 //! A real `upcase serve` process on loopback, for end-to-end tests.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -107,34 +107,11 @@ pub(crate) fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     upcase_model::net::read_exactly(s, n, Instant::now() + LIMIT)
 }
 
-/// Reads until the server closes its side, all of it within [`LIMIT`] from now (the read
-/// timeout is set to what is left before each read, and left at [`LIMIT`]). Asserts a clean end
-/// of stream: a reset, another error or the deadline fails the test, naming how many bytes came.
+/// Reads until the server closes its side, all of it within [`LIMIT`] from now
+/// ([`upcase_model::net::read_to_eof`]; the stream's read timeout is left as it was). Asserts a
+/// clean end of stream: a reset, another error or the deadline fails the test, naming how many bytes came.
 pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    let deadline = Instant::now() + LIMIT;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no end of stream within {LIMIT:?}: {} bytes arrived",
-            out.len()
-        );
-        s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!(
-                "no clean close after {} bytes: {e} ({:?})",
-                out.len(),
-                e.kind()
-            ),
-        }
-    }
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    out
+    upcase_model::net::read_to_eof(s, Instant::now() + LIMIT)
 }
 
 /// Connects ([`connect`]), sends `input`, half-closes, and returns everything the server sent
