@@ -6,16 +6,14 @@
 
 mod common;
 
+use common::LIMIT;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use upcase_std::{TcpClient, UdpClient};
-
-/// Upper bound on anything a test waits for.
-const LIMIT: Duration = Duration::from_secs(20);
 const ACTIVATE: &str = "systemd-socket-activate";
 /// Why none of this runs against `upcase.exe` under Wine.
 const ACTIVATION_IS_SYSTEMDS: &str =
@@ -45,13 +43,7 @@ fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut child = common::spawn_piped(&mut cmd, "info");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         Self {
@@ -89,17 +81,8 @@ impl Proc {
 
     /// Waits (bounded) for the exit, and returns it with the rest of stderr.
     fn wait(&mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit:\n{}",
-                self.log.join("\n")
-            );
-            std::thread::park_timeout(Duration::from_millis(2));
+        let Some(status) = common::wait_within(&mut self.child, LIMIT) else {
+            panic!("did not exit:\n{}", self.log.join("\n"));
         };
         // The pipe ends with the process: the reader thread sends what is left, then hangs up.
         while let Ok(line) = self.stderr.recv_timeout(LIMIT) {
@@ -108,12 +91,9 @@ impl Proc {
         (status, self.log.join("\n"))
     }
 
+    /// Sends `SIGTERM` ([`common::signal`]), then [`wait`](Self::wait)s.
     fn terminate(&mut self) -> (ExitStatus, String) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        common::signal(self.child.id(), "TERM");
         self.wait()
     }
 }
@@ -125,22 +105,12 @@ impl Drop for Proc {
     }
 }
 
-/// A port on 127.0.0.1 that nothing holds now, for `systemd-socket-activate -l` (which cannot
-/// report the port it got for port 0).
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+/// An address on 127.0.0.1 whose port nothing holds now ([`common::free_port`]), and the same
+/// as the argument of `systemd-socket-activate -l` (which cannot report the port it got for
+/// port 0).
+fn free_listen_addr() -> (SocketAddr, String) {
+    let addr: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+    (addr, addr.to_string())
 }
 
 fn upcase() -> &'static str {
@@ -169,9 +139,7 @@ fn an_inherited_tcp_socket_is_served_and_nothing_else_is_bound() {
     if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
         return;
     }
-    let port = free_port(false);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let l = format!("127.0.0.1:{port}");
+    let (addr, l) = free_listen_addr();
     let mut p = activate(&["-l", &l, "--fdname=web", "--", upcase(), "serve"]);
     p.wait_stderr(&format!("Listening on {l}"));
     // The first connection starts the service; it waits in the backlog meanwhile.
@@ -196,9 +164,7 @@ fn an_inherited_udp_socket_is_served() {
     if common::skip_under_wine(ACTIVATION_IS_SYSTEMDS) {
         return;
     }
-    let port = free_port(true);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let l = format!("127.0.0.1:{port}");
+    let (addr, l) = free_listen_addr();
     let mut p = activate(&["-d", "-l", &l, "--", upcase()]);
     p.wait_stderr(&format!("Listening on {l}"));
     // The first datagram starts the service, which then answers it from the socket's queue.
@@ -217,8 +183,7 @@ fn inherited_tcp_and_udp_together_and_a_flag_adds_its_own() {
         return;
     }
     // The outer one passes the TCP socket through the inner one, which adds the UDP socket.
-    let (tport, uport) = (free_port(false), free_port(true));
-    let (tl, ul) = (format!("127.0.0.1:{tport}"), format!("127.0.0.1:{uport}"));
+    let ((_, tl), (_, ul)) = (free_listen_addr(), free_listen_addr());
     let mut p = activate(&[
         "-l",
         &tl,
@@ -349,11 +314,7 @@ fn readiness_protocol(abstract_name: bool) {
     let mut client = TcpClient::connect(addr, LIMIT).unwrap();
     assert_eq!(client.request(b"one").unwrap(), b"ONE");
     drop(client);
-    let ok = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    common::signal(p.child.id(), "TERM");
     // Periodic STATUS= lines may come first; STOPPING=1 comes with the drain, counters in it.
     let stopping = loop {
         let state = recv(&socket);

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{LIMIT, ServerProc};
+use common::{LIMIT, ServerProc, connect, read_exactly};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Output, Stdio};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn upcase(args: &[&str], stdin: &[u8]) -> Output {
@@ -64,12 +64,7 @@ fn send_pipelines_stdin_in_order() {
 
 #[test]
 fn send_fails_clearly_when_nothing_listens() {
-    // Bind then drop a listener: its port is free, and nothing listens there now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let out = upcase(
         &[
             "send",
@@ -133,13 +128,7 @@ fn no_subcommand_means_serve_and_stdout_has_only_ready_lines() {
         lines[1].starts_with("listening udp 127.0.0.1:"),
         "{lines:?}"
     );
-    Command::new("kill")
-        .args([
-            &format!("-{}", common::stop_signal()),
-            &child.id().to_string(),
-        ])
-        .status()
-        .unwrap();
+    common::signal(child.id(), common::stop_signal());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert_eq!(rest, "", "nothing else on stdout");
@@ -148,16 +137,6 @@ fn no_subcommand_means_serve_and_stdout_has_only_ready_lines() {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A port on 127.0.0.1 where nothing listens now, over TCP and over UDP.
-fn free_port() -> u16 {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    match UdpSocket::bind(("127.0.0.1", port)) {
-        Ok(_) => port,
-        Err(_) => free_port(),
-    }
 }
 
 #[test]
@@ -240,11 +219,9 @@ fn a_refusal_is_shown_not_a_broken_pipe() {
     let server = ServerProc::start(&["--tcp", "127.0.0.1:0", "--no-udp", "--max-conns", "1"]);
     let addr = server.tcp[0].to_string();
     // Take the only slot, and know that the server has accepted it.
-    let mut held = TcpStream::connect(server.tcp[0]).unwrap();
-    held.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut held = connect(server.tcp[0]);
     held.write_all(b"x\n").unwrap();
-    let mut reply = [0u8; 2];
-    held.read_exact(&mut reply).unwrap();
+    read_exactly(&mut held, 2);
     let many: Vec<u8> = b"line\n".repeat(200_000);
     for (args, stdin) in [
         (&["send", "--addr", &addr, "x"][..], &b""[..]),
@@ -290,7 +267,7 @@ fn udp_errors_are_not_worded_as_connection_errors() {
     ) {
         return;
     }
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let out = upcase(
         &["send", "--udp", "--addr", &addr, "--timeout", "2", "x"],
         b"",
@@ -370,13 +347,7 @@ fn start_raw(args: &[&str], want: usize, rust_log: &str) -> (std::process::Child
 
 /// The stop request (SIGTERM; Ctrl-C under Wine), then the exit status and the whole log.
 fn stop(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
-    Command::new("kill")
-        .args([
-            &format!("-{}", common::stop_signal()),
-            &child.id().to_string(),
-        ])
-        .status()
-        .unwrap();
+    common::signal(child.id(), common::stop_signal());
     let mut log = String::new();
     child
         .stderr
@@ -419,8 +390,7 @@ fn a_bad_rust_log_warns_once_and_logs_at_info() {
 
 /// The lecture's Python TCP client: `sendall(b"hello")` with no newline, then `recv(1024)`.
 fn python_client(addr: std::net::SocketAddr) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut s = connect(addr);
     s.write_all(b"hello").unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).unwrap();
@@ -438,12 +408,7 @@ fn the_python_client_against_lines_framing_gets_a_hint_in_the_log() {
     assert_eq!(python_client(server.tcp[0]), b"error: idle timeout\n");
     assert!(started.elapsed() >= Duration::from_millis(900));
     // A client that closes with an unterminated line: its reply, and the hint again.
-    let mut s = TcpStream::connect(server.tcp[0]).unwrap();
-    s.write_all(b"hello").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).unwrap();
-    assert_eq!(reply, b"HELLO");
+    assert_eq!(common::exchange(server.tcp[0], b"hello"), b"HELLO");
     server.terminate();
     let log = server.logs();
     let hint = "unterminated line: no newline received; is the client expecting --framing raw?";
@@ -468,8 +433,7 @@ fn raw_framing_serves_the_lectures_three_clients() {
     ]);
     assert_eq!(python_client(server.tcp[0]), b"HELLO");
     // The Java TCP client: writeBytes(sentence + '\n'), then readLine().
-    let s = TcpStream::connect(server.tcp[1]).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let s = connect(server.tcp[1]);
     (&s).write_all("straße\n".as_bytes()).unwrap();
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();

@@ -4,9 +4,12 @@
 
 mod common;
 
-use common::{LIMIT, ServerProc};
+use common::{
+    LIMIT, ServerProc, connect, connect_with_recv_buffer, read_exactly, read_to_eof, roundtrip,
+    udp_socket_to,
+};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use upcase_std::{ErrorReply, TcpClient};
 
@@ -17,13 +20,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
 }
 
 /// An honest client: a few Unicode round trips, each checked.
@@ -100,9 +96,7 @@ fn idle_connections_are_reclaimed_and_new_clients_served() {
     // (PROTOCOL.md §2.6), one that never sent gets end of stream alone.
     let started = Instant::now();
     for (i, mut s) in idle.into_iter().enumerate() {
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
+        let got = read_to_eof(&mut s);
         let expect: &[u8] = if i < 500 {
             b"error: idle timeout\n"
         } else {
@@ -331,10 +325,8 @@ fn resets_mid_line_and_bad_bytes_do_not_disturb_the_server() {
     s.write_all(b"\xff\xfeok\x00nul\x07\x1b[0m\xc3\xa9\xe2\x82\n\xed\xa0\x80x\n")
         .unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
     assert_eq!(
-        got,
+        read_to_eof(&mut s),
         b"\xff\xfeOK\x00NUL\x07\x1b[0M\xc3\x89\xe2\x82\n\xed\xa0\x80X\n"
     );
     honest(addr);
@@ -352,9 +344,7 @@ fn udp_hostile_datagrams_and_a_flood_keep_the_amplification_bound() {
                 scope.spawn(move || {
                     let (mut sent, mut received) = (0usize, 0usize);
                     for k in 0..16 {
-                        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-                        s.connect(addr).unwrap();
-                        s.set_read_timeout(Some(LIMIT)).unwrap();
+                        let s = udp_socket_to(addr);
                         for i in 0..20 {
                             // Hostile bytes, but no request twice: identical requests
                             // repeated faster than 2 a second are limited as a loop would
@@ -366,12 +356,10 @@ fn udp_hostile_datagrams_and_a_flood_keep_the_amplification_bound() {
                                 2 => [&b"\xff\x00ctl"[..], &[i as u8, 0x07]].concat(),
                                 _ => format!("flood {w} {k} {i} straße").into_bytes(),
                             };
-                            s.send(&payload).unwrap();
-                            let mut buf = vec![0u8; 65536];
-                            let n = s.recv(&mut buf).unwrap();
-                            assert_eq!(&buf[..n], &upcase_model::upper(&payload)[..]);
+                            let reply = roundtrip(&s, &payload);
+                            assert_eq!(reply, upcase_model::upper(&payload));
                             sent += payload.len();
-                            received += n;
+                            received += reply.len();
                         }
                     }
                     (sent, received)
@@ -503,17 +491,11 @@ fn slow_readers(extra: &[&str]) {
     let bulk: Vec<Bulk> = (0..clients)
         .map(|i| {
             // A small receive window: replies back up at the server, not in our kernel.
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_recv_buffer_size(16 * 1024).unwrap();
-            socket.connect_timeout(&addr.into(), LIMIT).unwrap();
-            let mut stream: TcpStream = socket.into();
+            let mut stream = connect_with_recv_buffer(addr, 16 * 1024);
             // One round trip first, so the server has accepted every bulk client before any
             // pipelines (a burst of connections arriving with data is a connection flood).
-            stream.set_read_timeout(Some(LIMIT)).unwrap();
             stream.write_all(format!("hello {i}\n").as_bytes()).unwrap();
-            let mut hello = vec![0u8; format!("HELLO {i}\n").len()];
-            stream.read_exact(&mut hello).unwrap();
+            let hello = read_exactly(&mut stream, format!("HELLO {i}\n").len());
             assert_eq!(hello, format!("HELLO {i}\n").as_bytes());
             stream.set_nonblocking(true).unwrap();
             let (input, expect) = variants[i % 4].clone();

@@ -5,50 +5,15 @@
 
 mod common;
 
-use common::{LIMIT, ServerProc};
+use common::{
+    LIMIT, ServerProc, connect, connect_with_recv_buffer, read_exactly, read_to_eof, roundtrip,
+    udp_socket_to,
+};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use upcase_model::{End, SHUTTING_DOWN};
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-/// A connection whose receive buffer is small, so that replies wait at the server, not in the
-/// client's kernel.
-fn connect_small_window(addr: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(32 * 1024).unwrap();
-    s.connect_timeout(&addr.into(), LIMIT).unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-fn read_exact_bytes(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut got = vec![0u8; n];
-    s.read_exact(&mut got).unwrap();
-    got
-}
-
-/// Reads to the server's close; a reset fails the test.
-fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Err(e) = s.read_to_end(&mut out) {
-        panic!(
-            "no clean close after {} bytes: {e} ({:?})",
-            out.len(),
-            e.kind()
-        );
-    }
-    out
-}
 
 /// What a loaded client saw.
 struct Loaded {
@@ -75,7 +40,7 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
     // The witness: a partial line, whose `error: shutting down` shows the drain has begun.
     let mut witness = connect(addr);
     witness.write_all(b"before\n").unwrap();
-    assert_eq!(read_exact_bytes(&mut witness, 7), b"BEFORE\n");
+    assert_eq!(read_exactly(&mut witness, 7), b"BEFORE\n");
     witness.write_all(b"partial").unwrap();
 
     const CLIENTS: usize = 4;
@@ -84,7 +49,10 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
     let counted = AtomicBool::new(false);
     let started_lines: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
     let received_bytes: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
-    let socks: Vec<TcpStream> = (0..CLIENTS).map(|_| connect_small_window(addr)).collect();
+    // Small receive buffers, so that replies wait at the server, not in the client's kernel.
+    let socks: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect_with_recv_buffer(addr, 32 * 1024))
+        .collect();
     let (loaded, at_signal) = std::thread::scope(|scope| {
         let clients: Vec<_> = socks
             .into_iter()
@@ -157,7 +125,7 @@ fn drain_delivers_every_counted_reply_without_reset_while_clients_keep_writing()
         // The drain has begun once the witness gets its error reply; no line a client starts
         // writing after this moment may be answered.
         assert_eq!(
-            read_exact_bytes(&mut witness, SHUTTING_DOWN.len()),
+            read_exactly(&mut witness, SHUTTING_DOWN.len()),
             SHUTTING_DOWN
         );
         let at_signal: Vec<u64> = started_lines
@@ -292,7 +260,7 @@ fn sigterm_exits_when_stderr_is_a_pipe_nobody_reads() {
     // Traffic makes the server log (at debug level) into the closed pipe.
     let mut c = connect(server.tcp[0]);
     c.write_all(b"hello\n").unwrap();
-    assert_eq!(read_exact_bytes(&mut c, 6), b"HELLO\n");
+    assert_eq!(read_exactly(&mut c, 6), b"HELLO\n");
     drop(c);
     let asked = Instant::now();
     server.request_stop();
@@ -325,7 +293,7 @@ fn the_largest_durations_mean_no_deadline_and_shutdown_still_works() {
     ]);
     let mut c = connect(server.tcp[0]);
     c.write_all(b"whole\npartial").unwrap();
-    assert_eq!(read_exact_bytes(&mut c, 6), b"WHOLE\n");
+    assert_eq!(read_exactly(&mut c, 6), b"WHOLE\n");
     server.request_stop();
     // The partial line gets its error reply, then the server closes its side.
     assert_eq!(read_to_eof(&mut c), SHUTTING_DOWN);
@@ -342,12 +310,8 @@ fn the_largest_durations_mean_no_deadline_and_shutdown_still_works() {
 #[test]
 fn a_udp_only_server_exits_promptly_on_sigterm() {
     let mut server = ServerProc::start(&["--no-tcp", "--udp", "127.0.0.1:0"]);
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.send_to(b"ping", server.udp[0]).unwrap();
-    let mut buf = [0u8; 8];
-    let (n, _) = s.recv_from(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"PING");
+    let s = udp_socket_to(server.udp[0]);
+    assert_eq!(roundtrip(&s, b"ping"), b"PING");
     server.request_stop();
     let asked = Instant::now();
     let status = server.wait_within(LIMIT).expect("no exit");
@@ -376,7 +340,7 @@ fn the_drain_closes_idle_connections_at_once_and_waits_only_for_busy_ones() {
     // A client that was served, and is idle now.
     let mut served = connect(addr);
     served.write_all(b"once\n").unwrap();
-    assert_eq!(read_exact_bytes(&mut served, 5), b"ONCE\n");
+    assert_eq!(read_exactly(&mut served, 5), b"ONCE\n");
     let started = Instant::now();
     server.signal("INT");
     let status = server.wait_within(LIMIT).expect("the server did not exit");
@@ -397,13 +361,10 @@ fn the_drain_closes_idle_connections_at_once_and_waits_only_for_busy_ones() {
     // One write, one segment on loopback, one read: once `X` is answered, the server has read
     // the partial line too.
     busy.write_all(b"x\nhalf a li").unwrap();
-    assert_eq!(read_exact_bytes(&mut busy, 2), b"X\n");
+    assert_eq!(read_exactly(&mut busy, 2), b"X\n");
     let started = Instant::now();
     server.request_stop();
-    assert_eq!(
-        read_exact_bytes(&mut busy, SHUTTING_DOWN.len()),
-        SHUTTING_DOWN
-    );
+    assert_eq!(read_exactly(&mut busy, SHUTTING_DOWN.len()), SHUTTING_DOWN);
     server.wait_within(LIMIT).expect("the server did not exit");
     let took = started.elapsed();
     assert!(
@@ -430,7 +391,7 @@ fn raw_carry_goes_out_verbatim_at_the_drain_and_at_the_idle_timeout() {
         let mut s = connect(server.tcp[0]);
         // `a`, then two bytes of `€` (E2 82 AC): the server answers `A` and holds the rest.
         s.write_all(b"a\xe2\x82").unwrap();
-        assert_eq!(read_exact_bytes(&mut s, 1), b"A");
+        assert_eq!(read_exactly(&mut s, 1), b"A");
         if stop == "TERM" {
             server.request_stop();
         }
@@ -449,7 +410,7 @@ fn raw_framing_counts_the_chunks_it_answered() {
         s.write_all(chunk).unwrap();
         // Each reply read before the next write: one chunk per read on the server.
         assert_eq!(
-            read_exact_bytes(&mut s, chunk.len()),
+            read_exactly(&mut s, chunk.len()),
             chunk.to_ascii_uppercase()
         );
     }

@@ -2,29 +2,12 @@
 
 mod common;
 
-use common::{LIMIT, Lines, ServerProc};
+use common::{LIMIT, Lines, ServerProc, connect, exchange, read_exactly, read_to_eof};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use upcase_model::net::assert_nothing_more;
 use upcase_std::{ClientError, ErrorReply, RequestError, TcpClient};
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s.set_write_timeout(Some(LIMIT)).unwrap();
-    s
-}
-
-/// Sends `input`, half-closes, and returns everything the server sent until it closed.
-fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut s = connect(addr);
-    s.write_all(input).unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    out
-}
 
 #[test]
 fn ipv4_and_ipv6_unicode_lines() {
@@ -130,9 +113,10 @@ fn connection_cap_refuses_cleanly_and_recovers() {
     assert_eq!(a.request(b"a").unwrap(), b"A");
     assert_eq!(b.request(b"b").unwrap(), b"B");
     let mut third = connect(addr);
-    let mut got = Vec::new();
-    third.read_to_end(&mut got).unwrap();
-    assert_eq!(got, ErrorReply::TooManyConnections.reply());
+    assert_eq!(
+        read_to_eof(&mut third),
+        ErrorReply::TooManyConnections.reply()
+    );
     drop(a);
     // Once a slot frees up, new clients are served again. The slot is released after the
     // server has seen the close, so retry (bounded) until it has.
@@ -167,8 +151,7 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
             let body = format!("first {i}\nsecond {i}\npartial {i}");
             s.write_all(body.as_bytes()).unwrap();
             let expect = format!("FIRST {i}\nSECOND {i}\n");
-            let mut got = vec![0u8; expect.len()];
-            s.read_exact(&mut got).unwrap();
+            let got = read_exactly(&mut s, expect.len());
             assert_eq!(got, expect.as_bytes());
             (s, got)
         })
@@ -238,15 +221,8 @@ fn graceful_shutdown_under_load_loses_no_complete_line() {
         }
     });
     for (s, _) in &mut quiet {
-        let mut rest = Vec::new();
-        s.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, ErrorReply::ShuttingDown.reply());
+        assert_eq!(read_to_eof(s), ErrorReply::ShuttingDown.reply());
     }
-}
-
-/// Reads until exactly `n` bytes have arrived, within [`LIMIT`]; fails naming how many did.
-fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    upcase_model::net::read_exactly(s, n, std::time::Instant::now() + LIMIT)
 }
 
 #[test]
@@ -271,9 +247,7 @@ fn raw_framing_sends_all_65538_bytes_of_10923_iota_before_the_close() {
     assert!(got == expect, "the reply differs from the model");
     assert_nothing_more(&mut s, "after 10,923 × ΐ");
     s.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert_eq!(rest, b"");
+    assert_eq!(read_to_eof(&mut s), b"");
 }
 
 /// Writes `input` in pieces of 1 to a few hundred bytes (characters split across writes
@@ -326,7 +300,7 @@ fn check_realtime(framing: &str, seed: u64) {
         assert_nothing_more(&mut s, &format!("{framing}: {sent} bytes sent"));
     }
     s.shutdown(Shutdown::Write).unwrap();
-    s.read_to_end(&mut received).unwrap();
+    received.extend(read_to_eof(&mut s));
     let full = if framing == "raw" {
         upcase_model::upper(&text)
     } else {

@@ -2,21 +2,9 @@
 
 mod common;
 
-use common::{LIMIT, Lines, ServerProc};
+use common::{LIMIT, Lines, ServerProc, roundtrip, udp_socket_to as socket_to};
 use std::net::UdpSocket;
 use upcase_std::UdpClient;
-
-fn socket_to(server: std::net::SocketAddr) -> UdpSocket {
-    let s = UdpSocket::bind(if server.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    })
-    .unwrap();
-    s.connect(server).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s
-}
 
 #[test]
 fn replies_are_exact_length_on_ipv4_and_ipv6() {
@@ -40,14 +28,6 @@ fn replies_are_exact_length_on_ipv4_and_ipv6() {
         s.send(b"").unwrap();
         assert_eq!(s.recv(&mut buf).unwrap(), 0);
     }
-}
-
-fn roundtrip(s: &UdpSocket, payload: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u8; 65536];
-    s.send(payload).unwrap();
-    let n = s.recv(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
 }
 
 /// A request the server must drop, followed by a marker that it must answer: the first reply

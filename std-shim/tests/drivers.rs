@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{LIMIT, Running, config, connect};
+use common::{LIMIT, Running, config, connect, read_exactly};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -27,6 +27,17 @@ fn request(c: usize, lines: usize) -> Vec<u8> {
     out
 }
 
+/// A TCP server on `io` whose drain may take up to [`LIMIT`], so that no test here depends on
+/// the drain deadline; `max_connections` as given, or the default.
+fn start(io: Io, max_connections: Option<usize>) -> Running {
+    let mut cfg = config(true, false).io(io);
+    if let Some(cap) = max_connections {
+        cfg.limits.max_connections = cap;
+    }
+    cfg.runtime.drain_timeout = LIMIT;
+    Running::start(cfg)
+}
+
 /// Splits `out` into lines, each with its `\n`, the last one possibly open.
 fn lines_of(out: &[u8]) -> Vec<&[u8]> {
     out.split_inclusive(|&b| b == b'\n').collect()
@@ -37,9 +48,7 @@ fn shutdown_under_load_answers_a_prefix_of_every_stream_and_counts_exactly_what_
     const CLIENTS: usize = 16;
     const LINES: usize = 40_000;
     for io in DRIVERS {
-        let mut cfg = config(true, false).io(io);
-        cfg.runtime.drain_timeout = LIMIT;
-        let server = Running::start(cfg);
+        let server = start(io, None);
         let addr = server.tcp();
         let connected = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..CLIENTS)
@@ -128,10 +137,7 @@ fn connections_reset_mid_receive_and_mid_send_free_their_places_and_the_rest_is_
     const CAP: usize = 8;
     const ROUNDS: usize = 4;
     for io in DRIVERS {
-        let mut cfg = config(true, false).io(io);
-        cfg.limits.max_connections = CAP;
-        cfg.runtime.drain_timeout = LIMIT;
-        let server = Running::start(cfg);
+        let server = start(io, Some(CAP));
         let addr = server.tcp();
         let mut connects = 0u64;
         for round in 0..ROUNDS {
@@ -154,9 +160,8 @@ fn connections_reset_mid_receive_and_mid_send_free_their_places_and_the_rest_is_
                         }
                     }
                     s.set_nonblocking(false).unwrap();
-                    let mut first = [0u8; 16];
-                    s.read_exact(&mut first).unwrap();
-                    assert_eq!(&first, format!("CLIENT {c} LINE 0 ").as_bytes(), "{io}");
+                    let first = read_exactly(&mut s, 16);
+                    assert_eq!(first, format!("CLIENT {c} LINE 0 ").as_bytes(), "{io}");
                 } else {
                     // Mid-receive: half a line, then nothing.
                     s.write_all(b"half a li").unwrap();

@@ -3,6 +3,7 @@
 //! shutdown begins, and counters read while it runs.
 
 mod common;
+use common::LIMIT;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,8 +11,6 @@ use upcase_std::{
     BindError, ConfigError, Server, ServerConfig, ServerCounters, ServerEvent, TcpClient,
     UdpClient, defaults,
 };
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn given_sockets_are_served_and_nothing_else_is_bound() {

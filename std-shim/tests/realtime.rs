@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{LIMIT, Rng, Running, config, connect, read_to_eof};
+use common::{Rng, Running, config, connect, read_exactly, read_to_eof};
 use std::io::Write;
 use std::net::Shutdown;
-use std::time::Instant;
-use upcase_model::net::{assert_nothing_more, read_exactly};
+use upcase_model::net::assert_nothing_more;
 use upcase_std::Framing;
 
 /// Mixed input: Unicode runs (the growing characters included), newlines, invalid and
@@ -73,11 +72,7 @@ fn check_realtime(framing: Framing, seed: u64) {
         steps += 1;
         let expect = determined(&input[..sent]);
         assert!(expect.starts_with(&received));
-        let more = read_exactly(
-            &mut s,
-            expect.len() - received.len(),
-            Instant::now() + LIMIT,
-        );
+        let more = read_exactly(&mut s, expect.len() - received.len());
         received.extend_from_slice(&more);
         assert_eq!(
             received, expect,
@@ -124,7 +119,7 @@ fn raw_framing_sends_all_65538_bytes_of_10923_iota_before_the_close() {
         let mut s = connect(server.tcp());
         s.write_all(input.as_bytes()).unwrap();
         // The whole reply arrives while the connection is still open both ways.
-        let got = read_exactly(&mut s, expect.len(), Instant::now() + LIMIT);
+        let got = read_exactly(&mut s, expect.len());
         assert!(got == expect, "the reply differs");
         assert_nothing_more(&mut s, "after 10,923 × ΐ");
         s.shutdown(Shutdown::Write).unwrap();

@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{LIMIT, Running, config, connect, exchange, read_to_eof};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, UdpSocket};
+use common::{LIMIT, Running, config, connect, exchange, read_exactly, read_to_eof, udp_client};
+use std::io::{ErrorKind, Write};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use upcase_model::net::read_exactly;
 use upcase_model::{LINE_TOO_LONG, SHUTTING_DOWN};
 use upcase_std::{
     BindError, ByteMap, ClientError, ConfigError, ErrorReply, Framing, MAX_UDP_PAYLOAD,
@@ -174,7 +173,7 @@ fn a_panicking_transform_closes_only_its_connection() {
     // A connection with replies already delivered, then the line that panics.
     let mut bad = connect(server.tcp());
     bad.write_all(b"fine\n").unwrap();
-    assert_eq!(read_exactly(&mut bad, 5, Instant::now() + LIMIT), b"FINE\n");
+    assert_eq!(read_exactly(&mut bad, 5), b"FINE\n");
     bad.write_all(b"boom!\n").unwrap();
     // That connection alone is closed, cleanly: its input was all read, so no reset.
     assert_eq!(read_to_eof(&mut bad), b"");
@@ -188,9 +187,7 @@ fn a_panicking_transform_closes_only_its_connection() {
     // Everything else goes on: the old connection, new ones, UDP.
     assert_eq!(calm.request(b"after").unwrap(), b"AFTER");
     assert_eq!(exchange(server.tcp(), b"new\nconn"), b"NEW\nCONN");
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.connect(server.udp()).unwrap();
-    udp.set_read_timeout(Some(LIMIT)).unwrap();
+    let udp = udp_client(server.udp());
     udp.send(b"bang!").unwrap(); // panics: dropped, no reply
     udp.send(b"next").unwrap();
     let mut buf = [0u8; 64];
@@ -266,10 +263,7 @@ fn idle_connections_time_out_with_a_graceful_close_and_are_counted() {
     let mut idle = connect(server.tcp());
     let mut partial = connect(server.tcp());
     partial.write_all(b"done\nhalf a li").unwrap();
-    assert_eq!(
-        read_exactly(&mut partial, 5, Instant::now() + LIMIT),
-        b"DONE\n"
-    );
+    assert_eq!(read_exactly(&mut partial, 5), b"DONE\n");
     let started = Instant::now();
     // Both are closed by the server with a FIN, not a reset; the partial line is not a
     // request: it gets `error: idle timeout` in place of a reply (PROTOCOL.md §2.6).
@@ -290,17 +284,11 @@ fn shutdown_answers_complete_lines_and_refuses_partial_ones() {
     let addr = server.tcp();
     let mut partial = connect(addr);
     partial.write_all("one\nstraße\npart".as_bytes()).unwrap();
-    assert_eq!(
-        read_exactly(&mut partial, 12, Instant::now() + LIMIT),
-        b"ONE\nSTRASSE\n"
-    );
+    assert_eq!(read_exactly(&mut partial, 12), b"ONE\nSTRASSE\n");
     let mut idle = connect(addr);
     let mut whole = connect(addr);
     whole.write_all(b"whole\n").unwrap();
-    assert_eq!(
-        read_exactly(&mut whole, 6, Instant::now() + LIMIT),
-        b"WHOLE\n"
-    );
+    assert_eq!(read_exactly(&mut whole, 6), b"WHOLE\n");
     server.begin_shutdown();
     assert_eq!(read_to_eof(&mut partial), SHUTTING_DOWN);
     assert_eq!(read_to_eof(&mut idle), b"");
@@ -322,15 +310,13 @@ fn raw_framing_in_process() {
     let mut s = connect(server.tcp());
     // The lecture's client: no newline, one reply, before any close.
     s.write_all(b"hello").unwrap();
-    assert_eq!(read_exactly(&mut s, 5, Instant::now() + LIMIT), b"HELLO");
+    assert_eq!(read_exactly(&mut s, 5), b"HELLO");
     // A character split across writes is carried; an open tail is flushed verbatim at EOF.
     s.write_all(b"\xc3").unwrap();
     s.write_all(b"\x9f \xe2\x82").unwrap();
-    assert_eq!(read_exactly(&mut s, 3, Instant::now() + LIMIT), b"SS ");
+    assert_eq!(read_exactly(&mut s, 3), b"SS ");
     s.shutdown(Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
-    assert_eq!(rest, b"\xe2\x82");
+    assert_eq!(read_to_eof(&mut s), b"\xe2\x82");
     let counters = server.stop();
     assert_eq!(counters.lines, 0, "raw framing has no lines");
     assert_eq!(counters.bytes_out, 10);

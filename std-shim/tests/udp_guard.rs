@@ -5,18 +5,11 @@
 
 mod common;
 
-use common::{LIMIT, Running, Sniffer, config, spoof};
+use common::{LIMIT, Running, Sniffer, config, spoof, udp_client as client};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use upcase_std::{DropReason, ServerCounters};
-
-fn client(server: SocketAddr) -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.connect(server).unwrap();
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    s
-}
 
 /// Sends a marker from a fresh socket and waits for its reply. The server serves one socket's
 /// datagrams in order, so everything sent to it before has been handled (and answered, if it

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -74,6 +74,124 @@ pub(crate) fn second_stop_status() -> i32 {
 /// Upper bound on anything a test waits for.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
+/// A client connection to `addr`: the connect, and every later read and write, each bounded by
+/// [`LIMIT`] (socket timeouts). Panics if the connect fails.
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Like [`connect`], with the socket's receive buffer set to `bytes` before the connect (so the
+/// window the server sees is small and replies back up at the server, not in our kernel).
+pub(crate) fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    s.set_recv_buffer_size(bytes).unwrap();
+    s.connect_timeout(&addr.into(), LIMIT).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.set_write_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Reads until exactly `n` more bytes have arrived, all of them within [`LIMIT`] from now
+/// ([`upcase_model::net::read_exactly`]). Panics on a timeout, an end of stream or an error,
+/// naming how many bytes did arrive.
+pub(crate) fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    upcase_model::net::read_exactly(s, n, Instant::now() + LIMIT)
+}
+
+/// Reads until the server closes its side, all of it within [`LIMIT`] from now
+/// ([`upcase_model::net::read_to_eof`]; the stream's read timeout is left as it was). Asserts a
+/// clean end of stream: a reset, another error or the deadline fails the test, naming how many bytes came.
+pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    upcase_model::net::read_to_eof(s, Instant::now() + LIMIT)
+}
+
+/// Connects ([`connect`]), sends `input`, half-closes, and returns everything the server sent
+/// until it closed ([`read_to_eof`]: within [`LIMIT`], and a reset fails the test).
+pub(crate) fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(input).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    read_to_eof(&mut s)
+}
+
+/// A UDP socket on the loopback address of `server`'s family, port 0, connected to `server`,
+/// with a read timeout of [`LIMIT`]: every receive is bounded.
+pub(crate) fn udp_socket_to(server: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind(if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })
+    .unwrap();
+    s.connect(server).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Sends `payload` on the connected socket `s` and returns the next datagram it receives (within
+/// its read timeout, [`LIMIT`] from [`udp_socket_to`]; a timeout fails the test).
+pub(crate) fn roundtrip(s: &UdpSocket, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 65536];
+    s.send(payload).unwrap();
+    let n = s.recv(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// A port on 127.0.0.1 where nothing listens now, over TCP and over UDP.
+pub(crate) fn free_port() -> u16 {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    match UdpSocket::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
+        Err(_) => free_port(),
+    }
+}
+
+/// Sends signal `name` (`TERM`, `INT`, `STOP`, ...) to process `pid` with `kill(1)` and returns
+/// at once; asserts that `kill` succeeded.
+pub(crate) fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{name} {pid} failed");
+}
+
+/// The exit status of `child`, if it exits within `limit` (polled every millisecond).
+pub(crate) fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Starts `cmd` with `RUST_LOG` set to `rust_log`, stdin from /dev/null, and stdout and stderr
+/// piped for the caller to read. Panics, naming the command, if it cannot start.
+pub(crate) fn spawn_piped(cmd: &mut Command, rust_log: &str) -> Child {
+    cmd.env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
 /// A running server. Killed by PID on drop; its stderr is printed when a test fails.
 pub(crate) struct ServerProc {
     child: Child,
@@ -115,13 +233,7 @@ impl ServerProc {
     }
 
     fn spawn(mut cmd: Command, args: &[&str], read_stderr: bool) -> Self {
-        let mut child = cmd
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start upcase serve");
+        let mut child = spawn_piped(&mut cmd, "debug");
         let err = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = if read_stderr {
@@ -205,11 +317,7 @@ impl ServerProc {
     /// Under Wine the process is Wine's Linux process running `upcase.exe`, so `STOP` and
     /// `CONT` pause and resume it as on Linux, and `INT` arrives as Ctrl-C.
     pub(crate) fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "kill -{name} failed");
+        signal(self.pid(), name);
     }
 
     /// Sends the stop request ([`request_stop`](Self::request_stop)) and waits (bounded) for
@@ -229,16 +337,7 @@ impl ServerProc {
 
     /// The exit status, if the process exits within `limit` (polled every millisecond).
     pub(crate) fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_within(&mut self.child, limit)
     }
 
     /// Waits (bounded by [`LIMIT`]) until the server has logged a line containing `needle`.

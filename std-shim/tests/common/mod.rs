@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use upcase_std::{CountersHandle, Io, Server, ServerConfig, ServerCounters, ShutdownHandle};
@@ -122,7 +122,8 @@ impl Drop for Running {
     }
 }
 
-/// A client connection with read and write timeouts of [`LIMIT`].
+/// A client connection to `addr` (`TCP_NODELAY`): the connect, and every later read and write,
+/// each bounded by [`LIMIT`] (socket timeouts). Panics if the connect fails.
 pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, LIMIT).unwrap();
     s.set_read_timeout(Some(LIMIT)).unwrap();
@@ -131,22 +132,32 @@ pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads until the server closes, by [`LIMIT`]. A reset or a timeout fails the test: the
-/// server must close gracefully.
-pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    s.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut out = Vec::new();
-    if let Err(e) = s.read_to_end(&mut out) {
-        panic!(
-            "no clean end of stream after {} bytes: {e} ({:?})",
-            out.len(),
-            e.kind()
-        );
-    }
-    out
+/// Reads until exactly `n` more bytes have arrived, all of them within [`LIMIT`] from now
+/// ([`upcase_model::net::read_exactly`]). Panics on a timeout, an end of stream or an error,
+/// naming how many bytes did arrive.
+pub(crate) fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    upcase_model::net::read_exactly(s, n, Instant::now() + LIMIT)
 }
 
-/// Sends `input`, half-closes, and returns everything until the server closed.
+/// Reads until the server closes its side, all of it within [`LIMIT`] from now
+/// ([`upcase_model::net::read_to_eof`]; the stream's read timeout is left as it was). Asserts a
+/// clean end of stream: the server must close gracefully, so a reset, another error or the deadline fails
+/// the test, naming how many bytes came.
+pub(crate) fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    upcase_model::net::read_to_eof(s, Instant::now() + LIMIT)
+}
+
+/// A UDP socket on 127.0.0.1, port 0, connected to `server` (IPv4), with a read timeout of
+/// [`LIMIT`]: every receive is bounded.
+pub(crate) fn udp_client(server: SocketAddr) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(server).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// Connects ([`connect`]), sends `input`, half-closes, and returns everything until the server
+/// closed ([`read_to_eof`]: within [`LIMIT`], and a reset fails the test).
 pub(crate) fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
     let mut s = connect(addr);
     s.write_all(input).unwrap();

@@ -4,8 +4,8 @@
 //! One model for the whole house: the core's unit tests, the fuzz targets, the end-to-end tests
 //! and the load generator all check against these functions. `publish = false`.
 //!
-//! [`net`] holds the two socket checks that the in-process and the end-to-end tests share: what
-//! the client has received, and when.
+//! [`net`] holds the socket checks that the in-process and the end-to-end tests share: what the
+//! client has received, and when.
 
 pub mod net;
 

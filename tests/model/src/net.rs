@@ -30,6 +30,37 @@ pub fn read_exactly(s: &mut TcpStream, n: usize, deadline: Instant) -> Vec<u8> {
     got
 }
 
+/// Reads until the peer closes its side, by `deadline` (the read timeout is set to what is left
+/// before each read). Panics, naming how many bytes did arrive, on the deadline, a reset or any
+/// other error: the close must be a clean end of stream. Leaves the stream's read timeout as it
+/// found it.
+pub fn read_to_eof(s: &mut TcpStream, deadline: Instant) -> Vec<u8> {
+    let timeout = s.read_timeout().ok().flatten();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no end of stream in time: {} bytes arrived",
+            out.len()
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "no clean end of stream after {} bytes: {e} ({:?})",
+                out.len(),
+                e.kind()
+            ),
+        }
+    }
+    s.set_read_timeout(timeout).unwrap();
+    out
+}
+
 /// Fails if a byte has arrived that was not read yet, or the stream ended (without waiting):
 /// the server sent more than the input determines.
 pub fn assert_nothing_more(s: &mut TcpStream, context: &str) {
