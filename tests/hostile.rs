@@ -671,6 +671,16 @@ fn a_refused_flooder_cannot_keep_the_worker_to_itself() {
         });
         let kind = if refused { "refused" } else { "served" };
         println!("beside a {kind} flooder: worst round trip {worst:?}");
-        assert!(worst < Duration::from_millis(250), "{kind}: {worst:?}");
+        // The served case is the control. Under Wine, four served flooders saturate wineserver:
+        // one CI run measured 285 ms there (58 ms beside the refused ones), so only the
+        // refused case, the one this test is about, keeps its bound under Wine.
+        if refused
+            || !common::skip_under_wine(
+                "its bound on the served control: four served flooders saturate wineserver \
+                 (285 ms measured)",
+            )
+        {
+            assert!(worst < Duration::from_millis(250), "{kind}: {worst:?}");
+        }
     }
 }
