@@ -214,12 +214,12 @@ def spread(values, digits):
     return f"{med:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
-def storm(conns, reps):
+def storm(conns, reps, name="upcase"):
     """Opens `conns` connections at once against a fresh upcase; answers and peak RSS (VmHWM)."""
-    log(f"== storm: {conns} connections, upcase")
+    log(f"== storm: {conns} connections, {name}")
     rows = []
     for rep in range(reps):
-        srv = Server("upcase")
+        srv = Server(name)
         try:
             r = run_bench(["--mode", "conns", "-c", str(conns), "--timeout", "30",
                            "--addr", srv.addrs["tcp"], "--server-pid", str(srv.pid)], 60)
@@ -335,16 +335,18 @@ def main():
             for name in sc.servers:
                 sc.run_once(name, a.duration)
     by = {sc.key: sc for sc in scenarios}
-    storm_rows = storm(a.conns, a.reps)
+    storms = {name: storm(a.conns, a.reps, name)
+              for name in ("upcase", "upcase-uring") if name not in left_out}
+    storm_rows = storms["upcase"]
     crit = {} if a.skip_criterion else criterion(a.quick)
     why = reasons()
 
     # Issue 12's targets: (id, what, measured ratio, per-rep ratios, bound, "<=" or ">=", extra condition).
     targets = []
 
-    def target(tid, what, value, reps_, bound, op, cond=True, note=""):
+    def target(tid, what, value, reps_, bound, op, cond=True, note="", into=targets):
         ok = value is not None and cond and (value <= bound if op == "<=" else value >= bound)
-        targets.append((tid, what, value, reps_, bound, op, ok, note))
+        into.append((tid, what, value, reps_, bound, op, ok, note))
 
     s, su, pp, u64 = by["stream"], by["stream-unicode"], by["pingpong"], by["udp-64"]
     target("stream-cpu", "stream: upcase server CPU per line vs careful",
@@ -375,6 +377,32 @@ def main():
                     max(rss) if rss else None, rss, 16, "<=",
                     bool(rss) and max(rss) <= 16 and all_answered,
                     "every connection answered" if all_answered else "**not every connection answered**"))
+    # Issue 21's targets: the io_uring workers (upcase-uring) against the io_uring peer (monoio)
+    # on TCP, and against tokio on UDP; the storm's RSS over io_uring.
+    targets21 = []
+    uring = "upcase-uring"
+    for sc, bound, what in ((pp, 0.9, "pingpong 32 × 64 B: server CPU per request"),
+                            (s, 1.0, "stream 8 × 1 KiB, window 64: server CPU per line")):
+        target(f"uring-{sc.key}-cpu", f"{what}, upcase-uring vs monoio",
+               ratio(sc.median(uring, "cpu"), sc.median("monoio", "cpu")),
+               rep_ratios(sc.per_rep(uring, "cpu"), sc.per_rep("monoio", "cpu")), bound, "<=",
+               into=targets21)
+        target(f"epoll-{sc.key}-cpu", f"{what}, upcase (epoll) vs monoio (for comparison; no bound of its own)",
+               ratio(sc.median("upcase", "cpu"), sc.median("monoio", "cpu")),
+               rep_ratios(sc.per_rep("upcase", "cpu"), sc.per_rep("monoio", "cpu")), bound, "<=",
+               into=targets21)
+    lost_u, wrong_u = u64.total(uring, "lost"), u64.total(uring, "mismatches")
+    target("uring-udp-64-cpu", "udp, 64 sockets × 64 B Unicode: upcase-uring server CPU per datagram vs tokio, 0 lost, 0 wrong",
+           ratio(u64.median(uring, "cpu"), u64.median("tokio", "cpu")),
+           rep_ratios(u64.per_rep(uring, "cpu"), u64.per_rep("tokio", "cpu")), 0.55, "<=",
+           cond=lost_u == 0 and wrong_u == 0 and not u64.failures(uring),
+           note=f"lost {lost_u}, wrong {wrong_u} in all upcase-uring runs", into=targets21)
+    urss = [r["rss_kib"] / 1024 for r in storms.get(uring, []) if r.get("rss_kib")]
+    u_answered = all(r.get("answered") == a.conns and not r.get("error") for r in storms.get(uring, []))
+    targets21.append(("uring-storm-rss", f"{a.conns} connections at once: upcase-uring peak RSS (MiB), all answered",
+                      max(urss) if urss else None, urss, 16, "<=",
+                      bool(urss) and max(urss) <= 16 and u_answered,
+                      "every connection answered" if u_answered else "**not every connection answered**"))
     for size in ("4096", "65536"):
         up = crit.get(("transform/ascii", "upcase", size))
         cp = crit.get(("transform/ascii", "copy_make_ascii_uppercase", size))
@@ -422,17 +450,20 @@ def main():
     for name, text in DESCRIPTIONS.items():
         w(f"- `{name}`: {text}." + (f" **Left out of this run**: {left_out[name]}" if name in left_out else ""))
     w("")
-    w("## Targets (issue 12)")
-    w("")
-    w("| target | measured | per run | bound | |")
-    w("| --- | --- | --- | --- | --- |")
-    for tid, what, value, reps_, bound, op, ok, note in targets:
-        measured = "–" if value is None else f"{value:.2f}" + ("" if tid == "storm-rss" else "×")
-        per = ", ".join(f"{v:.2f}" for v in reps_)
-        extra = f" ({note})" if note else ""
-        w(f"| {what}{extra} | {measured} | {per} | {op.replace('<=', '≤').replace('>=', '≥')} {bound:g}"
-          f"{'' if tid == 'storm-rss' else '×'} | {status(value, ok)} |")
-    w("")
+    for title, group in (("issue 12", targets), ("issue 21: io_uring", targets21)):
+        w(f"## Targets ({title})")
+        w("")
+        w("| target | measured | per run | bound | |")
+        w("| --- | --- | --- | --- | --- |")
+        for tid, what, value, reps_, bound, op, ok, note in group:
+            measured = "–" if value is None else f"{value:.2f}" + ("" if tid.endswith("storm-rss") else "×")
+            per = ", ".join(f"{v:.2f}" for v in reps_)
+            extra = f" ({note})" if note else ""
+            verdict = "comparison" if tid.startswith("epoll-") else status(value, ok)
+            bound_text = "" if tid.startswith("epoll-") else (
+                f"{op.replace('<=', '≤').replace('>=', '≥')} {bound:g}{'' if tid.endswith('storm-rss') else '×'}")
+            w(f"| {what}{extra} | {measured} | {per} | {bound_text} | {verdict} |")
+        w("")
 
     for sc in scenarios:
         w(f"## {sc.title}")
@@ -462,18 +493,19 @@ def main():
             w("| " + " | ".join(row) + " |")
         w("")
 
-    w(f"## {a.conns} connections at once (upcase)")
+    w(f"## {a.conns} connections at once")
     w("")
     w("Opened as a storm from 16 threads with no pacing, held, then one line sent on each. Peak RSS")
-    w("is the server's `VmHWM` from `/proc/PID/status`; the server runs with its default settings.")
+    w("is the server's `VmHWM` from `/proc/PID/status`; the server runs with its default settings")
+    w("(`--io epoll` for upcase, `--io uring` for upcase-uring).")
     w("")
-    w("| run | opened | answered | connect p50 / p99 / max, ms | connects over 1 s | peak RSS, MiB | server exit |")
-    w("| --- | --- | --- | --- | --- | --- | --- |")
-    for i, r in enumerate(storm_rows, 1):
+    w("| server | run | opened | answered | connect p50 / p99 / max, ms | connects over 1 s | peak RSS, MiB | server exit |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, i, r in ((n, i, r) for n, rows in storms.items() for i, r in enumerate(rows, 1)):
         c = r.get("connect_ms") or {}
         rss_mib = f"{r['rss_kib'] / 1024:.1f}" if r.get("rss_kib") else "?"
         err = f" ({r['error']})" if r.get("error") else ""
-        w(f"| {i} | {r.get('opened', '?')} | {r.get('answered', '?')}{err} | "
+        w(f"| {name} | {i} | {r.get('opened', '?')} | {r.get('answered', '?')}{err} | "
           f"{c.get('p50', 0):.2f} / {c.get('p99', 0):.2f} / {c.get('max', 0):.1f} | "
           f"{r.get('slow_connects', '?')} | {rss_mib} | {r.get('server_exit')} |")
     w("")
@@ -506,7 +538,8 @@ def main():
                 w(f"| {n} B | {tp['Elements'] / ns * 1e3:.1f} |")
         w("")
 
-    missed = [t for t in targets if t[2] is not None and not t[6]]
+    missed = [t for t in targets + targets21
+              if t[2] is not None and not t[6] and not t[0].startswith("epoll-")]
     w("## Targets missed, and why")
     w("")
     if not missed:

@@ -64,31 +64,39 @@ fn udp_one(load: Load<'_>, id: usize) {
     };
     let mut buf = vec![0u8; 65536];
     // Requests whose reply was counted lost: a reply to one of them that comes later is late.
-    let mut overdue: VecDeque<usize> = VecDeque::new();
+    let mut overdue: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut scratch = Vec::new();
     let mut i = id;
+    let (mut req, mut want) = (Vec::new(), Vec::new());
+    let mut seq = 0u64;
     while !load.over() {
         i = (i + 1) % p.requests.len();
-        // The datagram is the line without its newline.
-        let req = &p.requests[i][..p.requests[i].len() - 1];
-        let want = &p.replies[i][..p.replies[i].len() - 1];
-        if let Err(e) = sock.send(req) {
+        seq += 1;
+        // The datagram is a 10-digit sequence number, then the line without its newline: no
+        // two datagrams of a socket are alike, as an honest client's distinct requests are not
+        // (a peer that repeats one identical request is limited by the loop guard, PROTOCOL.md
+        // §3.1). Digits are their own uppercase, so the reply is the number, then the line's.
+        tagged(&mut req, seq, &p.requests[i]);
+        tagged(&mut want, seq, &p.replies[i]);
+        if let Err(e) = sock.send(&req) {
             return refused(&e);
         }
         loop {
             match sock.recv(&mut buf) {
-                Ok(n) if &buf[..n] == want => c.verified(n),
+                Ok(n) if buf[..n] == want[..] => c.verified(n),
                 Ok(n) => {
                     let got = &buf[..n];
-                    let stale = overdue
-                        .iter()
-                        .position(|&j| &p.replies[j][..p.replies[j].len() - 1] == got);
+                    let stale = overdue.iter().position(|&(j, q)| {
+                        tagged(&mut scratch, q, &p.replies[j]);
+                        scratch[..] == *got
+                    });
                     if let Some(k) = stale {
                         overdue.remove(k);
                         bump(&c.late, 1);
                         c.lost.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     }
-                    return c.wrong(mismatch(&format!("socket {id}"), want, got));
+                    return c.wrong(mismatch(&format!("socket {id}"), &want, got));
                 }
                 Err(e)
                     if matches!(
@@ -100,7 +108,7 @@ fn udp_one(load: Load<'_>, id: usize) {
                     if overdue.len() == p.requests.len() {
                         overdue.pop_front();
                     }
-                    overdue.push_back(i);
+                    overdue.push_back((i, seq));
                     if c.requests.load(Ordering::Relaxed) == 0 && load.started.elapsed() >= timeout
                     {
                         return load.fatal(format!(
@@ -114,4 +122,12 @@ fn udp_one(load: Load<'_>, id: usize) {
             break;
         }
     }
+}
+
+/// Fills `out` with `seq` as 10 decimal digits, then `line` without its newline.
+fn tagged(out: &mut Vec<u8>, seq: u64, line: &[u8]) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(out, "{:010}", seq % 10_000_000_000);
+    out.extend_from_slice(&line[..line.len() - 1]);
 }
