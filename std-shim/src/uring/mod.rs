@@ -48,7 +48,7 @@ const RECV_SIZE: usize = 16 * 1024;
 /// Receive buffer of a connection between messages (no partial line held): enough for a
 /// request, and small, so that thousands of idle connections cost little. After a receive that
 /// filled its buffer, or while a partial line is held, the next one gets [`RECV_SIZE`].
-const IDLE_RECV_SIZE: usize = 512;
+const IDLE_RECV_SIZE: usize = 256;
 /// Most output bytes one send operation hands to the kernel.
 const TX_CAP: usize = 64 * 1024;
 /// A send buffer kept between replies up to this capacity; a larger one is given back.
