@@ -93,7 +93,9 @@ pub(crate) struct Link {
     rx: Option<Vec<u8>>,
     rx_off: usize,
     rx_end: RxEnd,
-    /// The last receive filled its buffer: more is likely waiting, so the next one is large.
+    /// The last receive filled at least half its buffer: a stream is flowing, so the next one
+    /// is large. (Only a full buffer, before: a stream whose receives ended on a line's end
+    /// flipped between 256-byte and 16 KiB buffers, freeing and allocating one per turn.)
     rx_filled: bool,
     /// The send buffer (a copy of the connection's pending output); `None` while a send is
     /// in flight.
@@ -558,7 +560,7 @@ impl<'s> Worker<'s> {
         slot.recv = None;
         let link = &mut slot.conn.stream;
         if let Buf::Recv(buf) = d.buf {
-            link.rx_filled = buf.len() == buf.capacity();
+            link.rx_filled = buf.len() * 2 >= buf.capacity();
             link.rx = Some(buf);
             link.rx_off = 0;
         }
