@@ -167,8 +167,19 @@ const NEVER: u64 = u64::MAX;
 /// A time in ms, or [`NEVER`], as the session keeps it: bit-inverted, so that `NEVER` is all
 /// zero bits. A new session is then zero bytes but for its configuration, and a firmware's
 /// `static` session lands in `.bss` (zeroed at reset) instead of `.data` (a copy in flash).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct At(u64);
+
+impl core::fmt::Debug for At {
+    /// The time as given (not its stored bits), or `never`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if *self == Self::NEVER {
+            f.write_str("never")
+        } else {
+            write!(f, "{}", self.ms())
+        }
+    }
+}
 
 impl At {
     const NEVER: Self = Self(0);
