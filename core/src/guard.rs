@@ -47,6 +47,8 @@ impl Default for GuardConfig {
 
 /// How long one sampled reply is watched for repeats before another is sampled, in ms.
 const SAMPLE_MS: u32 = 1000;
+/// The largest step back of the caller's clock read as no time passed, in ms.
+const STEP_BACK_MS: u32 = 60_000;
 /// How long a peer stays on probation after a drop, in ms.
 const PROBATION_MS: u32 = 2000;
 /// One repeat, in the thousandths that budgets are kept in.
@@ -211,14 +213,21 @@ impl<const N: usize> LoopGuard<N> {
             return Ok(());
         };
         let now = now_ms as u32;
+        // Time since `then`; 0 if `now` is up to a minute before it: a clock that steps back a
+        // little (seen on QEMU's) must neither refill the budget nor end a sample, which the
+        // wrapped difference, near 2^32, would do at once.
+        let since = |then: u32| match now.wrapping_sub(then) {
+            d if d > u32::MAX - STEP_BACK_MS => 0,
+            d => d,
+        };
         // Refill the budget: `echoes_per_second` per 1000 ms is that many thousandths a ms.
-        let elapsed = now.wrapping_sub(record.refilled_at);
+        let elapsed = since(record.refilled_at);
         let refill = u64::from(elapsed) * u64::from(config.echoes_per_second);
         record.spent = u64::from(record.spent).saturating_sub(refill) as u32;
         record.refilled_at = now;
         // Sample: the first reply after the last sample's second is over.
         let fingerprint = fingerprint(peer_hash, reply) | 1;
-        let repeat = if record.sample == 0 || now.wrapping_sub(record.sampled_at) >= SAMPLE_MS {
+        let repeat = if record.sample == 0 || since(record.sampled_at) >= SAMPLE_MS {
             record.sample = fingerprint;
             record.sampled_at = now;
             false
@@ -350,6 +359,21 @@ fn sip_round(v: &mut [u64; 4]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_that_steps_back_neither_refills_nor_ends_the_sample() {
+        let mut g = LoopGuard::<4>::new(GuardConfig::DEFAULT, 7);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        // Repeats 5 ms apart with the clock stepping back 1 ms every other time: after the
+        // first answer and the burst of 4, the same reply is dropped, as with a steady clock.
+        let answered = (0..20u64)
+            .filter(|i| {
+                g.check_reply(peer, b"SAME", 10_000 + i * 5 - (i % 2) * 6)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(answered, 5);
+    }
     use crate::{Uppercase, transform_datagram};
     use std::vec::Vec;
 
