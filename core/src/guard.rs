@@ -107,8 +107,9 @@ impl Record {
 /// `N` records of 24 bytes and 24 bytes of rules and key, in the guard itself: nothing is
 /// allocated, and `LoopGuard<16>` is 408 bytes on a Cortex-M3. A peer's record is chosen by
 /// SipHash-1-3 of its address and port under the guard's key, so that an attacker who does not
-/// know the key cannot pick two peers that share a record. Peers that do share one share its budget and probation: nothing is evicted, so no
-/// peer can wipe another's record. Each check is constant time plus one pass over the reply to
+/// know the key cannot pick two peers that share a record. Peers that do share one share its
+/// budget, probation and sample (so one peer's repeats may be counted only from the next
+/// sample, up to a second later): nothing is evicted, so no peer can wipe another's record. Each check is constant time plus one pass over the reply to
 /// fingerprint it.
 ///
 /// The caller supplies the time (`now_ms`, milliseconds from any fixed origin, never going
