@@ -212,3 +212,47 @@ fn connections_reset_mid_receive_and_mid_send_free_their_places_and_the_rest_is_
         assert_eq!(counters.connections + counters.refused, connects, "{io}");
     }
 }
+
+/// The io_uring worker serves a flowing stream with direct system calls between poll
+/// operations, and a request-reply client with receive and send operations; one connection
+/// goes from one to the other and back. Every byte comes back exactly, in order, in every
+/// phase: a bulk stream read while it is written, single requests each answered before the
+/// next, a second stream, and a last partial line answered at the half-close, then a clean end
+/// of stream (no reset).
+#[test]
+fn a_connection_that_streams_then_asks_one_line_at_a_time_then_streams_gets_every_byte() {
+    const BULK_LINES: usize = 20_000; // about 2 MiB: every receive fills, so direct mode begins
+    let max_line = upcase_std::defaults::MAX_LINE;
+    for io in DRIVERS {
+        let server = start(io, None);
+        let mut s = connect(server.tcp());
+        for phase in 0..2 {
+            // A stream, written by one thread while this one reads every reply.
+            let input = request(phase, BULK_LINES);
+            let want = upcase_model::replies(&input, max_line);
+            let mut writer = s.try_clone().unwrap();
+            let written = std::thread::spawn(move || writer.write_all(&input));
+            let got = read_exactly(&mut s, want.len());
+            written.join().unwrap().unwrap();
+            assert!(got == want, "{io}: stream {phase} is not the model's");
+            // Then one line at a time, each answered before the next is sent.
+            for i in 0..50 {
+                let line = format!("phase {phase} request {i} ﬁnal ß\n");
+                s.write_all(line.as_bytes()).unwrap();
+                let want = upcase_model::replies(line.as_bytes(), max_line);
+                assert_eq!(
+                    read_exactly(&mut s, want.len()),
+                    want,
+                    "{io}: request {i} after stream {phase}"
+                );
+            }
+        }
+        s.write_all("tail ß".as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(
+            common::read_to_eof(&mut s),
+            "TAIL SS".as_bytes(),
+            "{io}: the partial line at the half-close"
+        );
+    }
+}

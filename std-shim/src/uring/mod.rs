@@ -12,13 +12,23 @@
 //! ([`Conn::output_taken`]): replies count, and the stall timer sees progress, exactly when the
 //! kernel has taken their bytes, as with epoll.
 //!
+//! A connection whose stream flows (a receive filled at least half of a [`RECV_SIZE`] buffer)
+//! goes **direct** ([`Link::direct`]): it waits with poll operations, which hold no buffer, and
+//! moves its bytes with non-blocking `recv`/`send` calls straight into the session's storage
+//! and from its output, as the epoll worker does. A bulk turn then reads and writes as much as
+//! the socket has, with no copy in user space; the receive and send operations, whose copies
+//! and one-buffer-at-a-time turns cost a stream about 1.3× the CPU per line (BENCHMARKS.md),
+//! stay for request-reply traffic, where one `io_uring_enter` carries a turn's receives and
+//! sends across connections. A direct connection goes back to them once a wait brings less
+//! than half a [`RECV_SIZE`].
+//!
 //! Every `unsafe` is in [`ring`]; this file is safe code. A connection's socket is closed only
 //! once none of its operations is in flight, so its buffers and its descriptor number outlive
 //! them; a close cancels them first.
 //!
 //! Memory per connection: its session (as with epoll), a receive buffer of [`IDLE_RECV_SIZE`]
 //! bytes between messages and [`RECV_SIZE`] while busy, and the send buffer while it holds
-//! output.
+//! output; a direct connection holds neither buffer.
 
 #[allow(unsafe_code)]
 mod ring;
@@ -97,6 +107,16 @@ pub(crate) struct Link {
     /// is large. (Only a full buffer, before: a stream whose receives ended on a line's end
     /// flipped between 256-byte and 16 KiB buffers, freeing and allocating one per turn.)
     rx_filled: bool,
+    /// A stream is flowing (the last receive operation was a large one, at least half
+    /// filled): the connection waits for its socket with poll operations, which hold no
+    /// buffer, and reads and writes with non-blocking system calls, as the epoll worker does:
+    /// straight into the session's buffer and from its output, with no copy in user space and
+    /// no receive or send buffer of its own. It goes back to receive and send operations once
+    /// a wait brings less than half of [`RECV_SIZE`]: a request-reply client stays on the ring,
+    /// where one system call carries a turn's receives and sends across connections.
+    direct: bool,
+    /// Bytes read directly since the connection last waited.
+    direct_got: usize,
     /// The send buffer (a copy of the connection's pending output); `None` while a send is
     /// in flight.
     tx: Option<Vec<u8>>,
@@ -111,6 +131,8 @@ impl Link {
             rx_off: 0,
             rx_end: RxEnd::Open,
             rx_filled: false,
+            direct: false,
+            direct_got: 0,
             tx: Some(Vec::new()),
             tx_failed: false,
         }
@@ -136,15 +158,43 @@ impl Stream for Link {
         match self.rx_end {
             RxEnd::Eof => Ok(0),
             RxEnd::Failed => Err(io::ErrorKind::ConnectionReset.into()),
+            // No receive is in flight (`rx` is here), so the bytes come in order.
+            RxEnd::Open if self.direct && !buf.is_empty() => {
+                match ring::recv_now(&self.sock, buf) {
+                    Ok(0) => {
+                        self.rx_end = RxEnd::Eof;
+                        Ok(0)
+                    }
+                    Ok(n) => {
+                        self.direct_got += n;
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The stream has dried up: the next wait is a receive operation.
+                        self.direct = self.direct_got >= RECV_SIZE / 2;
+                        Err(e)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+                    Err(e) => {
+                        self.rx_end = RxEnd::Failed;
+                        Err(e)
+                    }
+                }
+            }
             RxEnd::Open => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+    /// Takes nothing (`WouldBlock`) but in [`direct`](Self::direct) mode with no send in
+    /// flight: the worker's send operations carry the connection's pending output.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.tx_failed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        // The worker's send operations carry the connection's pending output.
+        if self.direct && self.tx.is_some() {
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            return socket2::SockRef::from(&self.sock).send_with_flags(buf, flags);
+        }
         Err(io::ErrorKind::WouldBlock.into())
     }
 
@@ -524,7 +574,20 @@ impl<'s> Worker<'s> {
         let small = slot.conn.between_messages() && !slot.conn.stream.rx_filled;
         let link = &mut slot.conn.stream;
         let fd = link.sock.as_raw_fd();
-        if slot.recv.is_none()
+        if slot.recv.is_none() && slot.closing.is_none() && link.wants_recv() && link.direct {
+            if link.rx.as_ref().is_some_and(|rx| rx.capacity() > 0) {
+                link.rx = Some(Vec::new()); // direct reads need no receive buffer
+            }
+            // Not while the session may still read: it is served again from `ready`.
+            if !slot.conn.readable {
+                link.direct_got = 0;
+                let op = Op::Poll {
+                    fd,
+                    events: libc::POLLIN as u32,
+                };
+                slot.recv = Some(self.ring.push(tag(CONN_RECV, k), op));
+            }
+        } else if slot.recv.is_none()
             && slot.closing.is_none()
             && link.wants_recv()
             && let Some(mut buf) = link.rx.take()
@@ -540,7 +603,21 @@ impl<'s> Worker<'s> {
             link.rx_off = 0;
             slot.recv = Some(self.ring.push(tag(CONN_RECV, k), Op::Recv { fd, buf }));
         }
+        let link = &slot.conn.stream;
+        // A closing connection's last replies go out by a send operation: nothing would write
+        // them after a poll.
         if slot.send.is_none()
+            && !link.tx_failed
+            && slot.conn.wants_write()
+            && link.direct
+            && slot.closing.is_none()
+        {
+            let op = Op::Poll {
+                fd,
+                events: libc::POLLOUT as u32,
+            };
+            slot.send = Some(self.ring.push(tag(CONN_SEND, k), op));
+        } else if slot.send.is_none()
             && !slot.conn.stream.tx_failed
             && slot.conn.wants_write()
             && let Some(mut buf) = slot.conn.stream.tx.take()
@@ -559,20 +636,24 @@ impl<'s> Worker<'s> {
         };
         slot.recv = None;
         let link = &mut slot.conn.stream;
+        // A poll's completion says only that the socket is readable (or failed, or ended):
+        // the turn's direct reads find out which.
         if let Buf::Recv(buf) = d.buf {
             link.rx_filled = buf.len() * 2 >= buf.capacity();
+            link.direct = link.rx_filled && buf.capacity() >= RECV_SIZE;
+            link.direct_got = buf.len();
             link.rx = Some(buf);
             link.rx_off = 0;
-        }
-        match d.result {
-            Ok(0) => link.rx_end = RxEnd::Eof,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ECANCELED | libc::EINTR | libc::EAGAIN)
-                ) => {}
-            Err(_) => link.rx_end = RxEnd::Failed,
+            match d.result {
+                Ok(0) => link.rx_end = RxEnd::Eof,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECANCELED | libc::EINTR | libc::EAGAIN)
+                    ) => {}
+                Err(_) => link.rx_end = RxEnd::Failed,
+            }
         }
         if slot.closing.is_some() {
             self.finish_if_done(k);
@@ -587,8 +668,26 @@ impl<'s> Worker<'s> {
             return;
         };
         slot.send = None;
-        let Buf::Send(mut buf) = d.buf else {
-            return;
+        let mut buf = match d.buf {
+            Buf::Send(buf) => buf,
+            // A poll: the socket can take more (or has failed), which the turn finds out.
+            Buf::Polled => {
+                let cancelled = d
+                    .result
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::ECANCELED));
+                match slot.closing {
+                    None => self.serve(k),
+                    // A graceful close's last replies go out by a send operation, unless the
+                    // linger timeout cancelled the wait.
+                    Some((Why::Session(_), _)) if !cancelled => {
+                        self.arm(k);
+                        self.finish_if_done(k);
+                    }
+                    Some(_) => self.finish_if_done(k),
+                }
+                return;
+            }
+            _ => return,
         };
         let sent = buf.len();
         buf.clear();

@@ -16,7 +16,7 @@ use io_uring::{IoUring, Probe, opcode, types};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How long dropping a ring waits for the completions of the operations it cancelled.
@@ -70,6 +70,7 @@ pub(crate) fn probe() -> Result<(), ProbeError> {
     let needed = [
         (opcode::Accept::CODE, "ACCEPT"),
         (opcode::Recv::CODE, "RECV"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::Send::CODE, "SEND"),
         (opcode::RecvMsg::CODE, "RECVMSG"),
         (opcode::SendMsg::CODE, "SENDMSG"),
@@ -81,6 +82,25 @@ pub(crate) fn probe() -> Result<(), ProbeError> {
         }
     }
     Ok(())
+}
+
+/// Receives what has already arrived on `sock` into `buf`, without waiting: `recv(2)` with
+/// `MSG_DONTWAIT` (the socket itself stays blocking, as the ring wants it). `Ok(0)` is the
+/// peer's end of stream (or an empty `buf`); `WouldBlock` means nothing has arrived. Call it
+/// only while no receive operation is in flight on `sock`, or the bytes could arrive out of
+/// order.
+pub(crate) fn recv_now(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, the kernel
+    // writes at most that many, and initialised bytes stay initialised whatever it writes.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// One UDP request and its reply, with the message header the kernel reads or fills. Boxed, so
@@ -186,6 +206,9 @@ pub(crate) enum Op {
     Recv { fd: RawFd, buf: Vec<u8> },
     /// Send `buf`.
     Send { fd: RawFd, buf: Vec<u8> },
+    /// Wait until socket `fd` has one of the `poll(2)` `events`; holds no buffer. The
+    /// completion's result is the events that are set.
+    Poll { fd: RawFd, events: u32 },
     /// Receive one datagram into `dg`'s request buffer.
     RecvMsg { fd: RawFd, dg: Box<Datagram> },
     /// Send `dg`'s reply buffer, `len` bytes of it, to `to`.
@@ -205,6 +228,8 @@ pub(crate) enum Buf {
     Recv(Vec<u8>),
     /// A send's buffer.
     Send(Vec<u8>),
+    /// A poll: no buffer.
+    Polled,
     /// A datagram slot: received into (`RecvMsg`) or sent from (`SendMsg`).
     Datagram(Box<Datagram>),
 }
@@ -240,6 +265,7 @@ enum Held {
     Accept,
     Recv(Vec<u8>),
     Send(Vec<u8>),
+    Poll,
     Datagram(Box<Datagram>),
 }
 
@@ -311,6 +337,10 @@ impl Ring {
                     .build();
                 (entry, Held::Send(buf))
             }
+            Op::Poll { fd, events } => (
+                opcode::PollAdd::new(types::Fd(fd), events).build(),
+                Held::Poll,
+            ),
             Op::RecvMsg { fd, mut dg } => {
                 let hdr = dg.prepare_recv();
                 (
@@ -462,6 +492,7 @@ impl Ring {
                     Buf::Recv(buf)
                 }
                 Held::Send(buf) => Buf::Send(buf),
+                Held::Poll => Buf::Polled,
                 Held::Datagram(mut dg) => {
                     if let Ok(n) = result {
                         dg.received = n.min(dg.request.len());
@@ -518,7 +549,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, UdpSocket};
-    use std::os::fd::AsRawFd;
 
     /// Waits (bounded) for `n` completions.
     fn wait_for(ring: &mut Ring, n: usize) -> Vec<Done> {
