@@ -26,9 +26,11 @@
 //! once none of its operations is in flight, so its buffers and its descriptor number outlive
 //! them; a close cancels them first.
 //!
-//! Memory per connection: its session (as with epoll), a receive buffer of [`IDLE_RECV_SIZE`]
-//! bytes between messages and [`RECV_SIZE`] while busy, and the send buffer while it holds
-//! output; a direct connection holds neither buffer.
+//! Memory per connection: its session (as with epoll); between messages no receive buffer
+//! (its receive draws on the worker's pool of [`POOL_BUFFERS`] × [`IDLE_RECV_SIZE`] bytes, a
+//! provided buffer ring, only when its request arrives; where the kernel has none, before 5.19,
+//! a buffer of [`IDLE_RECV_SIZE`] bytes of its own), one of [`RECV_SIZE`] while busy, and the
+//! send buffer while it holds output; a direct connection holds neither buffer.
 
 #[allow(unsafe_code)]
 mod ring;
@@ -59,6 +61,9 @@ const RECV_SIZE: usize = 16 * 1024;
 /// request, and small, so that thousands of idle connections cost little. After a receive that
 /// filled its buffer, or while a partial line is held, the next one gets [`RECV_SIZE`].
 const IDLE_RECV_SIZE: usize = 256;
+/// Buffers of [`IDLE_RECV_SIZE`] bytes in a worker's receive pool (256 KiB), which the receives
+/// of connections between messages draw on as their requests arrive.
+const POOL_BUFFERS: u16 = 1024;
 /// Most output bytes one send operation hands to the kernel.
 const TX_CAP: usize = 64 * 1024;
 /// A send buffer kept between replies up to this capacity; a larger one is given back.
@@ -288,7 +293,7 @@ impl<'s> Worker<'s> {
         tx.set_nonblocking(true)?;
         let mut w = Self {
             shared,
-            ring: Ring::new(RING_ENTRIES)?,
+            ring: Ring::new(RING_ENTRIES, (POOL_BUFFERS, IDLE_RECV_SIZE))?,
             listeners: Vec::new(),
             udp: Vec::new(),
             conns: Vec::new(),
@@ -593,15 +598,22 @@ impl<'s> Worker<'s> {
             && let Some(mut buf) = link.rx.take()
         {
             buf.clear();
-            if !small {
-                buf.reserve_exact(RECV_SIZE);
-            } else if buf.capacity() > IDLE_RECV_SIZE {
-                buf = Vec::with_capacity(IDLE_RECV_SIZE); // the large one is given back
-            } else {
-                buf.reserve_exact(IDLE_RECV_SIZE);
-            }
             link.rx_off = 0;
-            slot.recv = Some(self.ring.push(tag(CONN_RECV, k), Op::Recv { fd, buf }));
+            let op = if small && self.ring.pool_buffer().is_some() {
+                // Between messages: the kernel picks a pool buffer when the request arrives,
+                // so a connection that waits holds no receive buffer.
+                Op::RecvPooled { fd }
+            } else {
+                if !small {
+                    buf.reserve_exact(RECV_SIZE);
+                } else if buf.capacity() > IDLE_RECV_SIZE {
+                    buf = Vec::with_capacity(IDLE_RECV_SIZE); // the large one is given back
+                } else {
+                    buf.reserve_exact(IDLE_RECV_SIZE);
+                }
+                Op::Recv { fd, buf }
+            };
+            slot.recv = Some(self.ring.push(tag(CONN_RECV, k), op));
         }
         let link = &slot.conn.stream;
         // A closing connection's last replies go out by a send operation: nothing would write
@@ -639,7 +651,8 @@ impl<'s> Worker<'s> {
         // A poll's completion says only that the socket is readable (or failed, or ended):
         // the turn's direct reads find out which.
         if let Buf::Recv(buf) = d.buf {
-            link.rx_filled = buf.len() * 2 >= buf.capacity();
+            // (Not for an end of stream or an error, whose buffer may be none at all.)
+            link.rx_filled = matches!(d.result, Ok(n) if n > 0) && buf.len() * 2 >= buf.capacity();
             link.direct = link.rx_filled && buf.capacity() >= RECV_SIZE;
             link.direct_got = buf.len();
             link.rx = Some(buf);
@@ -650,7 +663,9 @@ impl<'s> Worker<'s> {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::ECANCELED | libc::EINTR | libc::EAGAIN)
+                        // ENOBUFS: the pool ran dry in this turn; armed again, the
+                        // receive finds it refilled.
+                        Some(libc::ECANCELED | libc::EINTR | libc::EAGAIN | libc::ENOBUFS)
                     ) => {}
                 Err(_) => link.rx_end = RxEnd::Failed,
             }

@@ -12,17 +12,23 @@
 //! Descriptors: an operation names its socket by number. The driver closes a socket only once
 //! none of its operations is in flight or queued, so a number is never reused under one.
 
-use io_uring::{IoUring, Probe, opcode, types};
+use io_uring::types::BufRingEntry;
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+use std::alloc::Layout;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 /// How long dropping a ring waits for the completions of the operations it cancelled.
 const DROP_WAIT: Duration = Duration::from_secs(2);
 /// `user_data` of cancel requests, whose own completions carry nothing.
 const CANCEL: u64 = u64::MAX;
+/// The pool's buffer group id.
+const POOL_GROUP: u16 = 0;
+
 /// Room for a UDP request: one byte more than any payload, so a truncated one is recognised.
 pub(crate) const DATAGRAM_ROOM: usize = 65536;
 
@@ -206,6 +212,10 @@ pub(crate) enum Op {
     Recv { fd: RawFd, buf: Vec<u8> },
     /// Send `buf`.
     Send { fd: RawFd, buf: Vec<u8> },
+    /// Receive into a buffer of the ring's pool, which the kernel picks only when bytes
+    /// arrive, so a receive that waits holds no memory; the bytes come back in a `Vec` of
+    /// [`Ring::pool_buffer`] capacity. Only where [`Ring::pool_buffer`] is `Some`.
+    RecvPooled { fd: RawFd },
     /// Wait until socket `fd` has one of the `poll(2)` `events`; holds no buffer. The
     /// completion's result is the events that are set.
     Poll { fd: RawFd, events: u32 },
@@ -264,6 +274,7 @@ struct InFlight {
 enum Held {
     Accept,
     Recv(Vec<u8>),
+    Pooled,
     Send(Vec<u8>),
     Poll,
     Datagram(Box<Datagram>),
@@ -286,18 +297,162 @@ pub(crate) struct Ring {
     /// The generation of each slot: bumped by every operation that takes it.
     gens: Vec<u32>,
     live: usize,
+    /// The receive pool, where the kernel has provided buffer rings (5.19).
+    pool: Option<Pool>,
+}
+
+/// A provided buffer ring: `count` buffers of `size` bytes, which the kernel takes
+/// one at a time for [`Op::RecvPooled`] receives as their bytes arrive, and which [`Ring::reap`]
+/// gives back as soon as it has copied the bytes out. So the pool is never held by a
+/// connection, and a receive that fails for want of a buffer (`ENOBUFS`, many receiving in one
+/// turn) finds the pool refilled when it is armed again.
+struct Pool {
+    /// The ring of entries that name the buffers, shared with the kernel: page-aligned,
+    /// `count` entries of 16 bytes, its tail in the first entry.
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    /// The buffers, buffer `bid` at `bid * size`. Only raw pointers reach it: the kernel may
+    /// write any buffer it holds at any time.
+    mem: NonNull<u8>,
+    mem_layout: Layout,
+    size: usize,
+    /// Buffers and entries: a power of two, at most 32,768.
+    count: u16,
+    /// The tail as we have advanced it (the kernel's head follows it).
+    tail: u16,
+}
+
+// SAFETY: the pool's memory is owned by its ring and reached only through it; nothing is
+// shared with another thread.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// Allocates the pool and registers it with `ring`: `None` where the kernel has no
+    /// provided buffer rings, or memory is short.
+    fn new(ring: &IoUring, count: u16, size: usize) -> Option<Self> {
+        if !count.is_power_of_two() || count > 1 << 15 || size == 0 {
+            return None;
+        }
+        let n = usize::from(count);
+        let entries_layout = Layout::from_size_align(n * size_of::<BufRingEntry>(), 4096).ok()?;
+        let mem_layout = Layout::from_size_align(n * size, 64).ok()?;
+        // SAFETY: both layouts have a non-zero size.
+        let entries = NonNull::new(unsafe { std::alloc::alloc_zeroed(entries_layout) })?;
+        // SAFETY: as above.
+        let Some(mem) = NonNull::new(unsafe { std::alloc::alloc(mem_layout) }) else {
+            // SAFETY: allocated above with this layout, and not registered.
+            unsafe { std::alloc::dealloc(entries.as_ptr(), entries_layout) };
+            return None;
+        };
+        let mut pool = Self {
+            entries: entries.cast(),
+            entries_layout,
+            mem,
+            mem_layout,
+            size,
+            count,
+            tail: 0,
+        };
+        // SAFETY: the entries are page-aligned memory of `count` entries, which stays
+        // allocated until the group is unregistered (`Ring::drop`), or forever if that fails.
+        let registered = unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                pool.entries.as_ptr() as u64,
+                count,
+                POOL_GROUP,
+                0,
+            )
+        };
+        if registered.is_err() {
+            // SAFETY: allocated above with these layouts; the kernel never saw them.
+            unsafe {
+                std::alloc::dealloc(pool.entries.as_ptr().cast(), entries_layout);
+                std::alloc::dealloc(mem.as_ptr(), mem_layout);
+            }
+            return None;
+        }
+        for bid in 0..count {
+            pool.provide(bid);
+        }
+        Some(pool)
+    }
+
+    /// Gives buffer `bid` to the kernel (again).
+    fn provide(&mut self, bid: u16) {
+        let mask = self.count - 1;
+        // SAFETY: `tail & mask` is below `count`, so the entry is in the allocation;
+        // the kernel reads only entries between its head and the published tail, and this one
+        // is past the tail until the store below publishes it. Its buffer is `size` bytes at
+        // `bid * size`, inside `mem`, and no longer ours: we hold no reference into it.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(usize::from(self.tail & mask));
+            entry.set_addr(self.mem.as_ptr().add(usize::from(bid) * self.size) as u64);
+            entry.set_len(self.size as u32);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the shared `u16` in the first entry's reserved field; a release
+        // store publishes the entry written above before the kernel can read the new tail.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            std::sync::atomic::AtomicU16::from_ptr(tail)
+                .store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Copies the `n` bytes the kernel received into buffer `bid` into a new `Vec` of `size`
+    /// capacity, and gives the buffer back.
+    fn take(&mut self, bid: u16, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size);
+        if bid < self.count {
+            let n = n.min(self.size);
+            // SAFETY: the completion that named `bid` gave the buffer back to us, with its
+            // first `n` bytes written; it is inside `mem`, and the kernel does not touch it
+            // until `provide` hands it over again, after this copy.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.mem.as_ptr().add(usize::from(bid) * self.size), n)
+            };
+            out.extend_from_slice(bytes);
+            self.provide(bid);
+        }
+        out
+    }
+
+    /// Frees the memory. Call only once the kernel no longer knows the pool.
+    ///
+    /// # Safety
+    ///
+    /// The group is unregistered (or the ring closed with nothing in flight).
+    unsafe fn free(self) {
+        // SAFETY: allocated in `new` with these layouts; the caller vouches the kernel is done.
+        unsafe {
+            std::alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            std::alloc::dealloc(self.mem.as_ptr(), self.mem_layout);
+        }
+    }
 }
 
 impl Ring {
-    /// A ring with `entries` submission entries (completion queue twice that).
-    pub(crate) fn new(entries: u32) -> io::Result<Self> {
+    /// A ring with `entries` submission entries (completion queue twice that), and a receive
+    /// pool of `pool.0` buffers (a power of two, at most 32,768) of `pool.1` bytes where the
+    /// kernel allows it.
+    pub(crate) fn new(entries: u32, pool: (u16, usize)) -> io::Result<Self> {
+        let ring = IoUring::builder().build(entries)?;
+        let pool = Pool::new(&ring, pool.0, pool.1);
         Ok(Self {
-            ring: IoUring::builder().build(entries)?,
+            ring,
             ops: Vec::new(),
             free: Vec::new(),
             gens: Vec::new(),
             live: 0,
+            pool,
         })
+    }
+
+    /// The size of the receive pool's buffers: `None` without a pool (a kernel before 5.19),
+    /// where [`Op::RecvPooled`] must not be used.
+    pub(crate) fn pool_buffer(&self) -> Option<usize> {
+        self.pool.as_ref().map(|p| p.size)
     }
 
     /// Starts `op` (submitted with the next [`submit_and_wait`](Self::submit_and_wait)); its
@@ -329,6 +484,14 @@ impl Ring {
                 let entry =
                     opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast(), len).build();
                 (entry, Held::Recv(buf))
+            }
+            Op::RecvPooled { fd } => {
+                let len = self.pool.as_ref().map_or(0, |p| p.size as u32);
+                let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+                    .buf_group(POOL_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT);
+                (entry, Held::Pooled)
             }
             Op::Send { fd, buf } => {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
@@ -438,7 +601,8 @@ impl Ring {
                 continue;
             };
             let res = cqe.result();
-            let more = io_uring::cqueue::more(cqe.flags());
+            let flags = cqe.flags();
+            let more = io_uring::cqueue::more(flags);
             if more {
                 // A multishot accept goes on: the completion carries a connection, and the
                 // operation (which holds no buffer) stays in flight.
@@ -491,6 +655,10 @@ impl Ring {
                     }
                     Buf::Recv(buf)
                 }
+                Held::Pooled => Buf::Recv(match (cqueue::buffer_select(flags), &mut self.pool) {
+                    (Some(bid), Some(pool)) => pool.take(bid, result.as_ref().map_or(0, |&n| n)),
+                    _ => Vec::new(),
+                }),
                 Held::Send(buf) => Buf::Send(buf),
                 Held::Poll => Buf::Polled,
                 Held::Datagram(mut dg) => {
@@ -540,6 +708,22 @@ impl Drop for Ring {
             for op in self.ops.drain(..).flatten() {
                 let _ = ManuallyDrop::new(op);
             }
+            // The pool too: a receive still in flight may yet be given one of its buffers.
+            let _ = self.pool.take().map(ManuallyDrop::new);
+            return;
+        }
+        if let Some(pool) = self.pool.take() {
+            if self
+                .ring
+                .submitter()
+                .unregister_buf_ring(POOL_GROUP)
+                .is_ok()
+            {
+                // SAFETY: unregistered, and no operation is in flight.
+                unsafe { pool.free() };
+            } else {
+                let _ = ManuallyDrop::new(pool); // the kernel may still know it: leaked
+            }
         }
     }
 }
@@ -573,9 +757,59 @@ mod tests {
         (a, b)
     }
 
+    /// Pooled receives: each gets exactly its socket's bytes (at most a buffer's worth), the
+    /// buffers go back to the pool (ten rounds through a pool of 2), and a receive that finds
+    /// the pool empty fails with `ENOBUFS` and succeeds when armed again after the reap.
+    #[test]
+    fn pooled_receives_get_their_bytes_and_give_the_buffers_back() {
+        let mut ring = Ring::new(8, (2, 16)).unwrap();
+        assert_eq!(ring.pool_buffer(), Some(16));
+        let pairs: Vec<_> = (0..3).map(|_| pair()).collect();
+        let mut lost = 0;
+        for round in 0..10u8 {
+            // Three receives in flight, two buffers: one finds none (or waits for data that
+            // comes after the others', then finds one freed).
+            let mut want = Vec::new();
+            for (i, (a, b)) in pairs.iter().enumerate() {
+                let msg = vec![b'a' + i as u8; 5 + usize::from(round)];
+                (&*a).write_all(&msg).unwrap();
+                want.push(msg);
+                ring.push(i as u64, Op::RecvPooled { fd: b.as_raw_fd() });
+            }
+            let mut got: Vec<Option<Vec<u8>>> = vec![None; 3];
+            let until = Instant::now() + Duration::from_secs(10);
+            while got.iter().any(Option::is_none) {
+                assert!(Instant::now() < until, "round {round}: {got:?}");
+                for d in wait_for(&mut ring, 1) {
+                    let i = d.tag as usize;
+                    let Buf::Recv(buf) = d.buf else {
+                        panic!("not a receive")
+                    };
+                    match d.result {
+                        Ok(n) => {
+                            assert_eq!(buf.len(), n);
+                            assert_eq!(buf.capacity(), 16);
+                            got[i] = Some(buf);
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            lost += 1;
+                            let fd = pairs[i].1.as_raw_fd();
+                            ring.push(i as u64, Op::RecvPooled { fd });
+                        }
+                        Err(e) => panic!("round {round}: {e}"),
+                    }
+                }
+            }
+            let got: Vec<Vec<u8>> = got.into_iter().flatten().collect();
+            assert_eq!(got, want, "round {round}");
+        }
+        assert!(lost >= 1, "three receives on two buffers never ran out");
+        assert_eq!(ring.live, 0);
+    }
+
     #[test]
     fn a_receive_appends_exactly_the_bytes_sent_after_what_the_buffer_held() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::new(8, (4, 256)).unwrap();
         let (mut a, b) = pair();
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(b"kept:");
@@ -598,7 +832,7 @@ mod tests {
 
     #[test]
     fn a_late_cancel_of_a_finished_operation_spares_the_one_that_reuses_its_slot() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::new(8, (4, 256)).unwrap();
         let (mut a, b) = pair();
         let first = ring.push(
             1,
@@ -635,7 +869,7 @@ mod tests {
 
     #[test]
     fn a_send_and_an_accept_complete_with_their_results() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::new(8, (4, 256)).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         ring.push(1, Op::Accept { fd: l.as_raw_fd() });
         let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -661,7 +895,7 @@ mod tests {
 
     #[test]
     fn a_multishot_accept_takes_every_connection_until_cancelled() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::new(8, (4, 256)).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let id = ring.push(9, Op::AcceptMulti { fd: l.as_raw_fd() });
         let clients: Vec<TcpStream> = (0..3)
@@ -692,7 +926,7 @@ mod tests {
     #[test]
     fn a_datagram_comes_with_its_source_and_the_reply_goes_back_to_it_over_ipv4_and_ipv6() {
         for local in ["127.0.0.1:0", "[::1]:0"] {
-            let mut ring = Ring::new(8).unwrap();
+            let mut ring = Ring::new(8, (4, 256)).unwrap();
             let server = UdpSocket::bind(local).unwrap();
             let client = UdpSocket::bind(local).unwrap();
             client
@@ -746,7 +980,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_receive_gives_its_buffer_back_and_a_ring_dropped_busy_drains_at_once() {
-        let mut ring = Ring::new(8).unwrap();
+        let mut ring = Ring::new(8, (4, 256)).unwrap();
         let (_a, b) = pair();
         let id = ring.push(
             5,
