@@ -439,6 +439,9 @@ impl Ring {
     pub(crate) fn new(entries: u32, pool: (u16, usize)) -> io::Result<Self> {
         let ring = IoUring::builder().build(entries)?;
         let pool = Pool::new(&ring, pool.0, pool.1);
+        if pool.is_none() {
+            tracing::debug!("no provided buffer ring (5.19): a receive buffer per connection");
+        }
         Ok(Self {
             ring,
             ops: Vec::new(),
