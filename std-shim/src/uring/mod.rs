@@ -17,7 +17,7 @@
 //! moves its bytes with non-blocking `recv`/`send` calls straight into the session's storage
 //! and from its output, as the epoll worker does. A bulk turn then reads and writes as much as
 //! the socket has, with no copy in user space; the receive and send operations, whose copies
-//! and one-buffer-at-a-time turns cost a stream about 1.3× the CPU per line (BENCHMARKS.md),
+//! and one-buffer-at-a-time turns cost a stream 1.24× monoio's CPU per line (bench/reasons.md),
 //! stay for request-reply traffic, where one `io_uring_enter` carries a turn's receives and
 //! sends across connections. A direct connection goes back to them once a wait brings less
 //! than half a [`RECV_SIZE`].
