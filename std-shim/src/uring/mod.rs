@@ -583,6 +583,9 @@ impl<'s> Worker<'s> {
             if link.rx.as_ref().is_some_and(|rx| rx.capacity() > 0) {
                 link.rx = Some(Vec::new()); // direct reads need no receive buffer
             }
+            if link.tx.as_ref().is_some_and(|tx| tx.capacity() > 0) {
+                link.tx = Some(Vec::new()); // nor direct writes a send buffer
+            }
             // Not while the session may still read: it is served again from `ready`.
             if !slot.conn.readable {
                 link.direct_got = 0;

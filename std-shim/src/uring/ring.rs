@@ -299,6 +299,9 @@ pub(crate) struct Ring {
     live: usize,
     /// The receive pool, where the kernel has provided buffer rings (5.19).
     pool: Option<Pool>,
+    /// Completions reaped early, to make room in a full completion queue while pushing: the
+    /// next [`reap`](Ring::reap) hands them out first.
+    stash: Vec<Done>,
 }
 
 /// A provided buffer ring: `count` buffers of `size` bytes, which the kernel takes
@@ -334,9 +337,13 @@ impl Pool {
             return None;
         }
         let n = usize::from(count);
-        let entries_layout = Layout::from_size_align(n * size_of::<BufRingEntry>(), 4096).ok()?;
+        // The kernel wants the ring page-aligned (4 KiB, or 16 or 64 KiB on some arm64 and
+        // ppc64 kernels).
+        // SAFETY: `sysconf` only reads the system's configuration.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let entries_layout = Layout::from_size_align(n * size_of::<BufRingEntry>(), page).ok()?;
         let mem_layout = Layout::from_size_align(n * size, 64).ok()?;
-        // SAFETY: both layouts have a non-zero size.
+        // SAFETY: both layouts have a non-zero size (`count` and `size` are at least 1).
         let entries = NonNull::new(unsafe { std::alloc::alloc_zeroed(entries_layout) })?;
         // SAFETY: as above.
         let Some(mem) = NonNull::new(unsafe { std::alloc::alloc(mem_layout) }) else {
@@ -449,6 +456,7 @@ impl Ring {
             gens: Vec::new(),
             live: 0,
             pool,
+            stash: Vec::new(),
         })
     }
 
@@ -561,7 +569,11 @@ impl Ring {
             // The submission queue is full: hand it to the kernel and try again.
             if let Err(e) = self.ring.submit() {
                 if e.raw_os_error() == Some(libc::EBUSY) {
-                    // The completion queue is full: make room by waiting for nothing more.
+                    // The completion queue is full (completions the kernel holds back wait
+                    // for room in it): make room by reaping into the stash.
+                    let mut stash = std::mem::take(&mut self.stash);
+                    self.reap_queue(&mut stash);
+                    self.stash = stash;
                     std::thread::yield_now();
                 } else if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "io_uring submit failed");
@@ -592,6 +604,12 @@ impl Ring {
 
     /// Moves every completion ready into `out`, with its buffer.
     pub(crate) fn reap(&mut self, out: &mut Vec<Done>) {
+        out.append(&mut self.stash);
+        self.reap_queue(out);
+    }
+
+    /// Moves the completions in the completion queue into `out`.
+    fn reap_queue(&mut self, out: &mut Vec<Done>) {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -766,6 +784,11 @@ mod tests {
     #[test]
     fn pooled_receives_get_their_bytes_and_give_the_buffers_back() {
         let mut ring = Ring::new(8, (2, 16)).unwrap();
+        if ring.pool_buffer().is_none() {
+            // The driver then gives each receive a buffer of its own, as the other tests do.
+            eprintln!("skipped: no provided buffer rings in this kernel (5.19)");
+            return;
+        }
         assert_eq!(ring.pool_buffer(), Some(16));
         let pairs: Vec<_> = (0..3).map(|_| pair()).collect();
         let mut lost = 0;
