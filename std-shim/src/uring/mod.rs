@@ -113,12 +113,9 @@ pub(crate) struct Link {
     /// flipped between 256-byte and 16 KiB buffers, freeing and allocating one per turn.)
     rx_filled: bool,
     /// A stream is flowing (the last receive operation was a large one, at least half
-    /// filled): the connection waits for its socket with poll operations, which hold no
-    /// buffer, and reads and writes with non-blocking system calls, as the epoll worker does:
-    /// straight into the session's buffer and from its output, with no copy in user space and
-    /// no receive or send buffer of its own. It goes back to receive and send operations once
-    /// a wait brings less than half of [`RECV_SIZE`]: a request-reply client stays on the ring,
-    /// where one system call carries a turn's receives and sends across connections.
+    /// filled): the connection waits with poll operations and moves its bytes with
+    /// non-blocking system calls, until a wait brings less than half of [`RECV_SIZE`] (the
+    /// module's docs say why).
     direct: bool,
     /// Bytes read directly since the connection last waited.
     direct_got: usize,

@@ -308,7 +308,9 @@ pub(crate) struct Ring {
 /// one at a time for [`Op::RecvPooled`] receives as their bytes arrive, and which [`Ring::reap`]
 /// gives back as soon as it has copied the bytes out. So the pool is never held by a
 /// connection, and a receive that fails for want of a buffer (`ENOBUFS`, many receiving in one
-/// turn) finds the pool refilled when it is armed again.
+/// turn) finds the pool refilled when it is armed again. It has no `Drop`: only
+/// [`free`](Pool::free) gives its memory back, so a pool simply dropped is leaked, never freed
+/// under the kernel.
 struct Pool {
     /// The ring of entries that name the buffers, shared with the kernel: page-aligned,
     /// `count` entries of 16 bytes, its tail in the first entry.
@@ -729,23 +731,21 @@ impl Drop for Ring {
             for op in self.ops.drain(..).flatten() {
                 let _ = ManuallyDrop::new(op);
             }
-            // The pool too: a receive still in flight may yet be given one of its buffers.
-            let _ = self.pool.take().map(ManuallyDrop::new);
+            // The pool is leaked with them (dropping a `Pool` frees nothing): a receive still
+            // in flight may yet be given one of its buffers.
             return;
         }
-        if let Some(pool) = self.pool.take() {
-            if self
+        if let Some(pool) = self.pool.take()
+            && self
                 .ring
                 .submitter()
                 .unregister_buf_ring(POOL_GROUP)
                 .is_ok()
-            {
-                // SAFETY: unregistered, and no operation is in flight.
-                unsafe { pool.free() };
-            } else {
-                let _ = ManuallyDrop::new(pool); // the kernel may still know it: leaked
-            }
+        {
+            // SAFETY: unregistered, and no operation is in flight.
+            unsafe { pool.free() };
         }
+        // A pool the kernel would not unregister is leaked: it may still know it.
     }
 }
 
