@@ -233,7 +233,19 @@ rm -rf "$unpacked"
 step "Windows under Wine: core, model and upcase-std tests as x86_64-pc-windows-gnu programs"
 # scripts/wine.sh installs Wine 8.0 and mingw-w64, builds the bcryptprimitives.dll stand-in and
 # the prefix, and runs the command with Wine as cargo's runner for that target.
-time scripts/wine.sh cargo test -p upcase-core -p upcase-model -p upcase-std \
+# Each test run under Wine is bounded (it takes about a minute): a hung program fails CI with
+# a line that says so in 15 minutes, not at CI's own limit. The bound is inside wine.sh, so its
+# exit stops the prefix's processes, the hung one with them.
+WINE_BOUND=15m
+wine_bounded() {
+  local rc=0
+  scripts/wine.sh timeout --kill-after=30s "$WINE_BOUND" "$@" || rc=$?
+  if ((rc == 124 || rc == 137)); then
+    echo "ci: under Wine, '$*' did not end within $WINE_BOUND" >&2
+  fi
+  return "$rc"
+}
+time wine_bounded cargo test -p upcase-core -p upcase-model -p upcase-std \
   --target x86_64-pc-windows-gnu
 
 step "Windows under Wine: the end-to-end suite (tests/*.rs) against upcase.exe"
@@ -244,7 +256,7 @@ WIN_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 time scripts/wine.sh cargo build --target x86_64-pc-windows-gnu -p upcase --bin upcase
 wine_e2e_log="$WIN_TARGET_DIR/wine/e2e.log"
 time UPCASE_EXE="$WIN_TARGET_DIR/x86_64-pc-windows-gnu/debug/upcase.exe" \
-  scripts/wine.sh cargo test -p upcase 2>&1 | tee "$wine_e2e_log"
+  wine_bounded cargo test -p upcase 2>&1 | tee "$wine_e2e_log"
 echo "-- under Wine: $(grep -c '^skipped under Wine: ' "$wine_e2e_log") skipped tests or parts, each with its reason above"
 
 step "docs"
