@@ -1,6 +1,8 @@
 //! The service manager's readiness protocol (systemd's `sd_notify`): one datagram of
 //! `KEY=VALUE` lines to the Unix socket named by `NOTIFY_SOCKET`. `READY=1` once every socket
-//! is served, `STOPPING=1` when the drain begins, `STATUS=` with the counters in between.
+//! is served, `STOPPING=1` when the drain begins, `STATUS=` with the counters in between. The
+//! counters are a snapshot (`CountersHandle::snapshot`): replies whose sends a worker has not
+//! yet seen complete are not in it; the log's `upcase stopped` line has the exact totals.
 //!
 //! A failed notification is logged and otherwise ignored: the server serves whether or not the
 //! manager listens.

@@ -58,7 +58,10 @@ pub struct CountersHandle(Arc<Shared>);
 
 impl CountersHandle {
     /// The counters now. Each is read on its own (relaxed), so two counters may be a few events
-    /// apart; each one only grows.
+    /// apart; each one only grows. A reply counts once its worker has seen the kernel take all
+    /// of its bytes (on io_uring, when it reaps the send's completion), so a client may already
+    /// hold a reply that a snapshot does not count yet. The totals that [`Server::run`] returns
+    /// count every reply.
     pub fn snapshot(&self) -> ServerCounters {
         self.0.counters.snapshot()
     }

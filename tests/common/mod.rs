@@ -369,16 +369,21 @@ impl ServerProc {
     /// The counters of the `upcase stopped` log line, by name (`lines`, `datagrams`, ...).
     /// Call after the server has exited.
     pub(crate) fn stop_counters(&mut self) -> std::collections::HashMap<String, u64> {
-        let logs = self.logs();
-        let line = logs
-            .lines()
-            .find(|l| l.contains("upcase stopped"))
-            .unwrap_or_else(|| panic!("no `upcase stopped` line:\n{logs}"));
-        line.split_whitespace()
-            .filter_map(|w| w.split_once('='))
-            .filter_map(|(k, v)| Some((k.to_owned(), v.trim_end_matches(',').parse().ok()?)))
-            .collect()
+        stop_counters(&self.logs())
     }
+}
+
+/// The counters of the `upcase stopped` line in a server's log, by name (`lines`,
+/// `datagrams`, ...). Panics, showing the log, if there is no such line.
+pub(crate) fn stop_counters(logs: &str) -> std::collections::HashMap<String, u64> {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("upcase stopped"))
+        .unwrap_or_else(|| panic!("no `upcase stopped` line:\n{logs}"));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.trim_end_matches(',').parse().ok()?)))
+        .collect()
 }
 
 impl Drop for ServerProc {
