@@ -157,21 +157,11 @@ impl<'s> Worker<'s> {
             let mut woken = false;
             let mut mid_round = Instant::now() + MID_ROUND_EVERY;
             for ev in &events {
-                match self.source(ev.token()) {
-                    Source::Waker => woken = true,
-                    // Accept now unless backing off (then after the pause).
-                    Source::Listener => self.accept_more = true,
-                    Source::Udp => self.ready.push_back(ev.token()),
-                    Source::Conn(k) => {
-                        if let Some(Some(c)) = self.conns.get_mut(k) {
-                            c.note_event(ev);
-                            self.serve(Token(k));
-                            self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
-                        }
-                    }
+                if self.take_event(ev, &mut woken) {
+                    self.mid_round(&mut mid_round, &mut mid_events, &mut woken);
                 }
             }
-            // Work that used up its turn, once each.
+            // The busy connections of this batch, and work that used up its turn, once each.
             for _ in 0..self.ready.len() {
                 if let Some(t) = self.ready.pop_front() {
                     self.serve(t);
@@ -271,10 +261,9 @@ impl<'s> Worker<'s> {
     /// Between two turns of a long round, once `next` has come (then every
     /// [`MID_ROUND_EVERY`]): a round over a thousand busy connections can take a second, and a
     /// new client or a short request must not wait for all of it (issue 10, item 8). Polls
-    /// without waiting (at most [`MID_ROUND_EVENTS`] events), accepts new connections (each is
-    /// served at once), and gives the connections that were idle (nothing buffered, nothing to
-    /// send) and now have input a short turn, which answers a request; a bulk sender yields
-    /// after it. Every other event only queues its connection in `ready`, to be served in turn.
+    /// without waiting (at most [`MID_ROUND_EVENTS`] events), takes them as the main loop
+    /// takes its own ([`take_event`](Self::take_event)), and accepts new connections (each is
+    /// served at once).
     fn mid_round(&mut self, next: &mut Instant, events: &mut Events, woken: &mut bool) {
         let now = Instant::now();
         if now < *next || self.draining.is_some() {
@@ -285,23 +274,34 @@ impl<'s> Worker<'s> {
             return; // the main loop's poll reports and handles it
         }
         for ev in events.iter() {
-            match self.source(ev.token()) {
-                Source::Waker => *woken = true,
-                Source::Listener => self.accept_more = true,
-                Source::Udp => self.ready.push_back(ev.token()),
-                Source::Conn(k) => {
-                    if let Some(Some(c)) = self.conns.get_mut(k) {
-                        c.note_event(ev);
-                        if c.is_idle() {
-                            self.serve_turn(Token(k), Share::Short);
-                        } else {
-                            self.ready.push_back(Token(k));
-                        }
+            self.take_event(ev, woken);
+        }
+        self.accept_pending(now);
+    }
+
+    /// Takes one event of a batch, the idle before the busy (`SECURITY.md`): a connection
+    /// that was idle (nothing buffered, nothing to send) and now has input gets a short turn at
+    /// once, which answers a request (a bulk sender yields after it); any other connection,
+    /// and a UDP socket, is queued in `ready` for its full turn after the batch. Returns
+    /// whether a turn was taken.
+    fn take_event(&mut self, ev: &mio::event::Event, woken: &mut bool) -> bool {
+        match self.source(ev.token()) {
+            Source::Waker => *woken = true,
+            // Accept now unless backing off (then after the pause).
+            Source::Listener => self.accept_more = true,
+            Source::Udp => self.ready.push_back(ev.token()),
+            Source::Conn(k) => {
+                if let Some(Some(c)) = self.conns.get_mut(k) {
+                    c.note_event(ev);
+                    if c.is_idle() {
+                        self.serve_turn(Token(k), Share::Short);
+                        return true;
                     }
+                    self.ready.push_back(Token(k));
                 }
             }
         }
-        self.accept_pending(now);
+        false
     }
 
     /// What the token of an event stands for.

@@ -273,9 +273,10 @@ pub(crate) struct Worker<'s> {
     done: Vec<Done>,
     /// Completions reaped in the middle of a round.
     mid_done: Vec<Done>,
-    /// Set while those are handled: a connection that was idle gets a short turn at once, a
-    /// busy one waits for its turn in `ready`.
-    in_mid_round: bool,
+    /// Set while a batch of completions is handled, the idle before the busy (`SECURITY.md`):
+    /// a connection that was idle gets a short turn at once, a busy one waits for its full
+    /// turn in `ready`.
+    in_batch: bool,
 }
 
 impl<'s> Worker<'s> {
@@ -305,7 +306,7 @@ impl<'s> Worker<'s> {
             draining: None,
             done: Vec::new(),
             mid_done: Vec::new(),
-            in_mid_round: false,
+            in_batch: false,
         };
         for l in listeners {
             l.set_nonblocking(false)?;
@@ -355,11 +356,14 @@ impl<'s> Worker<'s> {
             self.ring.reap(&mut done);
             let mut woken = false;
             let mut mid_round = Instant::now() + MID_ROUND_EVERY;
+            self.in_batch = true;
             for d in done.drain(..) {
                 self.complete(d, &mut woken);
                 self.mid_round(&mut mid_round, &mut woken);
             }
+            self.in_batch = false;
             self.done = done;
+            // The busy connections of this batch, and work that used up its turn, once each.
             for _ in 0..self.ready.len() {
                 if let Some(k) = self.ready.pop_front() {
                     self.serve(k);
@@ -420,11 +424,11 @@ impl<'s> Worker<'s> {
         }
         let mut done = std::mem::take(&mut self.mid_done);
         self.ring.reap(&mut done);
-        self.in_mid_round = true;
+        let in_batch = std::mem::replace(&mut self.in_batch, true);
         for d in done.drain(..) {
             self.complete(d, woken);
         }
-        self.in_mid_round = false;
+        self.in_batch = in_batch;
         self.mid_done = done;
     }
 
@@ -552,7 +556,7 @@ impl<'s> Worker<'s> {
         if slot.closing.is_some() {
             return;
         }
-        let share = match (self.in_mid_round, slot.conn.is_idle()) {
+        let share = match (self.in_batch, slot.conn.is_idle()) {
             (false, _) => Share::Full,
             (true, true) => Share::Short,
             (true, false) => return self.ready.push_back(k),
