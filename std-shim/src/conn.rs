@@ -257,6 +257,10 @@ pub(crate) struct Conn<S = TcpStream> {
     pub(crate) counted: bool,
     /// Whether its timeout was counted.
     timed_out: bool,
+    /// Bytes read in the current turn.
+    turn_read: usize,
+    /// Its last turn read more than a short turn's read, or used up its share: a stream flows.
+    flowing: bool,
 }
 
 impl Conn<TcpStream> {
@@ -287,6 +291,8 @@ impl<S: Stream> Conn<S> {
             watch_writable: false,
             counted: true,
             timed_out: false,
+            turn_read: 0,
+            flowing: false,
         }
     }
 
@@ -318,10 +324,17 @@ impl<S: Stream> Conn<S> {
         self.session.is_idle()
     }
 
-    /// Whether the connection is between messages with nothing to send: a turn for it costs
-    /// only what its new input asks for.
+    /// Whether the connection is between messages with nothing to send.
     pub(crate) fn is_idle(&self) -> bool {
         self.session.is_idle() && !self.out.waiting()
+    }
+
+    /// Whether a turn for it now costs only what a request asks: it is [idle](Self::is_idle)
+    /// and its last turn read at most a short turn's [`SMALL_READ`] bytes (no stream flows).
+    /// Of a batch of events, the workers give such a connection a [`Share::Short`] turn at once
+    /// and every other one its full turn after them (`SECURITY.md`).
+    pub(crate) fn wants_short_turn(&self) -> bool {
+        self.is_idle() && !self.flowing
     }
 
     /// [`turn`](Self::turn), where a panic of the user's transform closes this connection only
@@ -354,7 +367,9 @@ impl<S: Stream> Conn<S> {
                 lend.read = read;
                 Vec::new()
             });
+        self.turn_read = 0;
         let step = self.run(lend, shared, share);
+        self.flowing = self.turn_read > SMALL_READ || matches!(step, Step::Yield);
         // Park what is buffered in a buffer of its size (nothing between messages), and take
         // the read buffer back.
         let held = self.session.buffered();
@@ -456,6 +471,7 @@ impl<S: Stream> Conn<S> {
                 }
                 Ok(n) => {
                     self.session.handle_recv(n);
+                    self.turn_read += n;
                     reads += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,

@@ -279,8 +279,8 @@ impl<'s> Worker<'s> {
         self.accept_pending(now);
     }
 
-    /// Takes one event of a batch, the idle before the busy (`SECURITY.md`): a connection
-    /// that was idle (nothing buffered, nothing to send) and now has input gets a short turn at
+    /// Takes one event of a batch, the quiet before the busy (`SECURITY.md`): a connection
+    /// that [wants a short turn](Conn::wants_short_turn) (idle, no stream flowing) gets it at
     /// once, which answers a request (a bulk sender yields after it); any other connection,
     /// and a UDP socket, is queued in `ready` for its full turn after the batch. Returns
     /// whether a turn was taken.
@@ -293,7 +293,7 @@ impl<'s> Worker<'s> {
             Source::Conn(k) => {
                 if let Some(Some(c)) = self.conns.get_mut(k) {
                     c.note_event(ev);
-                    if c.is_idle() {
+                    if c.wants_short_turn() {
                         self.serve_turn(Token(k), Share::Short);
                         return true;
                     }

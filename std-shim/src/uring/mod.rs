@@ -273,9 +273,9 @@ pub(crate) struct Worker<'s> {
     done: Vec<Done>,
     /// Completions reaped in the middle of a round.
     mid_done: Vec<Done>,
-    /// Set while a batch of completions is handled, the idle before the busy (`SECURITY.md`):
-    /// a connection that was idle gets a short turn at once, a busy one waits for its full
-    /// turn in `ready`.
+    /// Set while a batch of completions is handled, the quiet before the busy (`SECURITY.md`):
+    /// a connection that [wants a short turn](Conn::wants_short_turn) gets it at once, any
+    /// other one waits for its full turn in `ready`.
     in_batch: bool,
 }
 
@@ -556,7 +556,7 @@ impl<'s> Worker<'s> {
         if slot.closing.is_some() {
             return;
         }
-        let share = match (self.in_batch, slot.conn.is_idle()) {
+        let share = match (self.in_batch, slot.conn.wants_short_turn()) {
             (false, _) => Share::Full,
             (true, true) => Share::Short,
             (true, false) => return self.ready.push_back(k),
