@@ -259,7 +259,8 @@ pub(crate) struct Conn<S = TcpStream> {
     timed_out: bool,
     /// Bytes read in the current turn.
     turn_read: usize,
-    /// Its last turn read more than a short turn's read, or used up its share: a stream flows.
+    /// Its last turn read more than a short turn's read, or used up a full share: a stream
+    /// flows.
     flowing: bool,
 }
 
@@ -330,7 +331,8 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Whether a turn for it now costs only what a request asks: it is [idle](Self::is_idle)
-    /// and its last turn read at most a short turn's [`SMALL_READ`] bytes (no stream flows).
+    /// and its last turn read at most a short turn's [`SMALL_READ`] bytes without using up a
+    /// full share (no stream flows).
     /// Of a batch of events, the workers give such a connection a [`Share::Short`] turn at once
     /// and every other one its full turn after them (`SECURITY.md`).
     pub(crate) fn wants_short_turn(&self) -> bool {
@@ -369,7 +371,9 @@ impl<S: Stream> Conn<S> {
             });
         self.turn_read = 0;
         let step = self.run(lend, shared, share);
-        self.flowing = self.turn_read > SMALL_READ || matches!(step, Step::Yield);
+        // (A short turn yields after its one read whatever the socket holds.)
+        self.flowing =
+            self.turn_read > SMALL_READ || (share == Share::Full && matches!(step, Step::Yield));
         // Park what is buffered in a buffer of its size (nothing between messages), and take
         // the read buffer back.
         let held = self.session.buffered();
@@ -854,6 +858,63 @@ mod tests {
             Step::Yield | Step::Wait
         ));
         assert!(conn.stream.read > before);
+        conn.finish(&shared);
+    }
+
+    /// The quiet before the busy (`SECURITY.md`): a new connection, and one whose last turn
+    /// answered a request, want a short turn at once; one whose last turn read a stream (more
+    /// than a short turn's read, or its whole share) waits for its full turn, even when it is
+    /// idle between two rounds, until a turn of it reads no more than a request again.
+    #[test]
+    fn only_a_connection_with_no_stream_flowing_wants_a_short_turn() {
+        let shared = Shared::new(crate::ServerConfig::default());
+        let mut lend = Lend::new(&shared);
+        let mut input = b"one request\n".to_vec();
+        let stream_at = input.len();
+        for _ in 0..3_000 {
+            input.extend_from_slice(&[b's'; 99]);
+            input.push(b'\n');
+        }
+        let stream_end = input.len();
+        input.extend_from_slice(b"a request again\n");
+        let stream = Tight {
+            input,
+            read: 0,
+            reads: 0,
+            room: usize::MAX,
+            written: Vec::new(),
+        };
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let transform = DynTransform::new(&shared.config.transform);
+        let mut conn = Conn::new(stream, peer, transform, &shared);
+        assert!(conn.wants_short_turn(), "a new connection");
+        // A request: a short turn reads it, answers it, and yields after its one read.
+        let whole = std::mem::take(&mut conn.stream.input);
+        conn.stream.input = whole[..stream_at].to_vec();
+        conn.turn(&mut lend, &shared, Share::Short);
+        assert_eq!(conn.stream.written, b"ONE REQUEST\n");
+        assert!(conn.wants_short_turn(), "after a request");
+        // A stream of 300,000 bytes, read whole in full turns: idle after each, yet flowing.
+        conn.stream.input = whole[..stream_end].to_vec();
+        conn.readable = true;
+        let mut turns = 0;
+        while conn.stream.read < stream_end {
+            turns += 1;
+            assert!(turns < 100, "the stream was not read");
+            conn.turn(&mut lend, &shared, Share::Full);
+            assert!(!conn.wants_short_turn(), "turn {turns} of a stream");
+        }
+        assert!(conn.is_idle(), "every line of the stream was answered");
+        // A request again (its event makes the socket readable): a turn reads it, and the
+        // stream no longer flows.
+        conn.stream.input = whole;
+        conn.readable = true;
+        assert!(matches!(
+            conn.turn(&mut lend, &shared, Share::Full),
+            Step::Wait
+        ));
+        assert!(conn.wants_short_turn(), "after the stream, a request");
+        assert_eq!(conn.stream.read, conn.stream.input.len());
         conn.finish(&shared);
     }
 
