@@ -332,9 +332,9 @@ impl<S: Stream> Conn<S> {
 
     /// Whether a turn for it now costs only what a request asks: it is [idle](Self::is_idle)
     /// and its last turn read at most a short turn's [`SMALL_READ`] bytes without using up a
-    /// full share (no stream flows).
-    /// Of a batch of events, the workers give such a connection a [`Share::Short`] turn at once
-    /// and every other one its full turn after them (`SECURITY.md`).
+    /// full share (no stream flows). Of a batch of events, the workers give such a connection
+    /// a [`Share::Short`] turn at once and every other one its full turn after them
+    /// (`SECURITY.md`).
     pub(crate) fn wants_short_turn(&self) -> bool {
         self.is_idle() && !self.flowing
     }

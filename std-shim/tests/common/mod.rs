@@ -260,8 +260,8 @@ impl Sniffer {
         Self(s)
     }
 
-    /// The next datagram by `deadline`: its source, destination, and when it was seen (within
-    /// a millisecond of its arrival). `None` once the deadline has passed.
+    /// The next datagram by `deadline`: its source, destination, and when it was seen (the
+    /// socket is polled every millisecond). `None` once the deadline has passed.
     pub(crate) fn next(&mut self, deadline: Instant) -> Option<(SocketAddr, SocketAddr, Instant)> {
         let mut buf = [0u8; 65536];
         loop {
