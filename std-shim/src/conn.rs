@@ -257,10 +257,8 @@ pub(crate) struct Conn<S = TcpStream> {
     pub(crate) counted: bool,
     /// Whether its timeout was counted.
     timed_out: bool,
-    /// Bytes read in the current turn.
-    turn_read: usize,
     /// Its last turn read more than a short turn's read, or used up a full share: a stream
-    /// flows.
+    /// flows. (A short turn yields after its one read whatever the socket holds.)
     flowing: bool,
 }
 
@@ -292,7 +290,6 @@ impl<S: Stream> Conn<S> {
             watch_writable: false,
             counted: true,
             timed_out: false,
-            turn_read: 0,
             flowing: false,
         }
     }
@@ -369,11 +366,8 @@ impl<S: Stream> Conn<S> {
                 lend.read = read;
                 Vec::new()
             });
-        self.turn_read = 0;
+        self.flowing = false;
         let step = self.run(lend, shared, share);
-        // (A short turn yields after its one read whatever the socket holds.)
-        self.flowing =
-            self.turn_read > SMALL_READ || (share == Share::Full && matches!(step, Step::Yield));
         // Park what is buffered in a buffer of its size (nothing between messages), and take
         // the read buffer back.
         let held = self.session.buffered();
@@ -397,7 +391,7 @@ impl<S: Stream> Conn<S> {
     }
 
     fn run(&mut self, lend: &mut Lend, shared: &Shared, share: Share) -> Step {
-        let mut reads = 0;
+        let (mut reads, mut got) = (0, 0);
         let max_reads = match share {
             Share::Full => READS_PER_TURN,
             Share::Short => 1,
@@ -457,6 +451,7 @@ impl<S: Stream> Conn<S> {
                 return Step::Wait;
             }
             if reads == max_reads {
+                self.flowing |= share == Share::Full;
                 return Step::Yield;
             }
             let buf = self.session.recv_buffer();
@@ -475,7 +470,8 @@ impl<S: Stream> Conn<S> {
                 }
                 Ok(n) => {
                     self.session.handle_recv(n);
-                    self.turn_read += n;
+                    got += n;
+                    self.flowing |= got > SMALL_READ;
                     reads += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
